@@ -1,0 +1,443 @@
+"""Exercise checks: each notebook exercise is followed by a cell that calls one of these.
+
+How a check behaves (chapter 00 explains it to students):
+
+- **Correct**: prints what was tested and returns ``True``.
+- **Wrong**: raises :class:`CheckFailed` (an ``AssertionError``) whose message says which case
+  failed, which element, what was expected and what came back, plus a hint when the answer
+  matches a known mistake (a forgotten ``doffs``, a transposed matrix, degrees for radians...).
+- **Not done yet** (the exercise still raises ``NotImplementedError``, as in the student
+  version): prints "not implemented yet" and returns ``False``, so *Run All* goes on through
+  the chapter (later cells use the library's reference implementation, never the student's).
+  Under nbgrader (``NBGRADER_EXECUTION`` is ``autograde`` or ``validate``), or with
+  ``LESSON_LIB_STRICT_CHECKS=1``, an unfinished exercise raises :class:`ExerciseNotDone`
+  instead, so it scores zero.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import camera, pose, stereo
+from .data.middlebury import MiddleburyCalibration
+
+__all__ = [
+    "CheckFailed",
+    "ExerciseNotDone",
+    "check_disparity_to_depth",
+    "check_depth_uncertainty",
+    "check_middlebury_depth",
+    "check_project",
+    "check_backproject",
+    "check_euler_to_matrix",
+    "check_invert_pose",
+    "check_scale_intrinsics",
+]
+
+
+class CheckFailed(AssertionError):
+    """A student's answer is wrong; the message says how."""
+
+
+class ExerciseNotDone(AssertionError):
+    """Raised instead of a friendly notice when grading and the exercise is not done."""
+
+
+def grading_mode() -> bool:
+    """True under nbgrader's autograde / validate runs or with LESSON_LIB_STRICT_CHECKS=1."""
+    return os.environ.get("NBGRADER_EXECUTION", "").lower() in {"autograde", "validate"} or (
+        os.environ.get("LESSON_LIB_STRICT_CHECKS") == "1"
+    )
+
+
+@dataclass
+class Case:
+    """One input for a student's function and a human-readable description of it."""
+
+    label: str
+    args: tuple
+    kwargs: dict = field(default_factory=dict)
+
+
+Mistake = tuple[Callable[..., Any], str]
+
+
+def _as_tensor(x: Any) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu()
+    return torch.as_tensor(np.asarray(x))
+
+
+def _flat(x: Any) -> list[Any]:
+    return list(x) if isinstance(x, (tuple, list)) else [x]
+
+
+def _index(flat_i: int, shape: Sequence[int]) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.unravel_index(flat_i, tuple(shape))) if shape else ()
+
+
+def _describe_mismatch(got: Any, want: Any, rtol: float, atol: float) -> str | None:
+    """Return None if ``got`` matches ``want``, else a sentence saying how it differs."""
+    gots, wants = _flat(got), _flat(want)
+    if len(gots) != len(wants):
+        return f"expected {len(wants)} returned value(s), got {len(gots)}"
+    for k, (g, w) in enumerate(zip(gots, wants)):
+        what = f"returned value {k}: " if len(wants) > 1 else ""
+        if g is None:
+            return f"{what}got None (did you forget to `return` the result?)"
+        try:
+            g = _as_tensor(g)
+        except (TypeError, ValueError, RuntimeError):
+            return f"{what}expected an array/tensor, got {type(g).__name__}"
+        w = _as_tensor(w)
+        if tuple(g.shape) != tuple(w.shape):
+            hint = ""
+            if sorted(g.shape) == sorted(w.shape):
+                hint = " (the same sizes in another order: transposed or permuted?)"
+            return f"{what}expected shape {tuple(w.shape)}, got {tuple(g.shape)}{hint}"
+        if w.dtype == torch.bool:
+            if g.dtype != torch.bool:
+                return f"{what}expected a boolean mask, got dtype {g.dtype}"
+            diff = (g != w).flatten()
+            if bool(diff.any()):
+                i = int(diff.nonzero()[0])
+                return (
+                    f"{what}{int(diff.sum())} of {diff.numel()} mask entries differ; first at "
+                    f"index {_index(i, w.shape)}: expected {bool(w.flatten()[i])}, "
+                    f"got {bool(g.flatten()[i])}"
+                )
+            continue
+        g, w = g.double(), w.double()
+        nonfinite = ~torch.isfinite(g)
+        if bool(nonfinite.any()):
+            i = int(nonfinite.flatten().nonzero()[0])
+            return (
+                f"{what}{int(nonfinite.sum())} entries are inf or NaN, first at index "
+                f"{_index(i, g.shape)} (expected {float(w.flatten()[i]):.6g})"
+            )
+        bad = ~torch.isclose(g, w, rtol=rtol, atol=atol)
+        if bool(bad.any()):
+            i = int(bad.flatten().nonzero()[0])
+            return (
+                f"{what}{int(bad.sum())} of {bad.numel()} entries are off; first at index "
+                f"{_index(i, w.shape)}: expected {float(w.flatten()[i]):.6g}, "
+                f"got {float(g.flatten()[i]):.6g}"
+            )
+    return None
+
+
+def _constant_ratio_hint(got: Any, want: Any) -> str | None:
+    try:
+        g, w = _as_tensor(_flat(got)[0]).double(), _as_tensor(_flat(want)[0]).double()
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    if g.shape != w.shape or not bool((w.abs() > 1e-9).all()) or g.numel() < 2:
+        return None
+    ratio = g / w
+    if bool(torch.isfinite(ratio).all()) and float(ratio.std()) < 1e-6 * float(ratio.abs().mean()):
+        return f"your values are all {float(ratio.mean()):.6g} times the expected ones"
+    return None
+
+
+def run_check(
+    exercise: str,
+    student_fn: Callable[..., Any],
+    reference_fn: Callable[..., Any],
+    cases: Sequence[Case],
+    mistakes: Sequence[Mistake] = (),
+    rtol: float = 1e-4,
+    atol: float = 1e-6,
+) -> bool:
+    """Run ``student_fn`` on every case, compare with ``reference_fn`` and give feedback.
+
+    ``mistakes`` are known wrong implementations with a hint each: when the student's output
+    matches one of them on a failing case, that hint is added to the message.
+    Returns True when all cases pass; False (with a notice) when the exercise is not done
+    yet; raises :class:`CheckFailed` otherwise.
+    """
+    if not callable(student_fn):
+        raise CheckFailed(f"{exercise}: expected a function, got {type(student_fn).__name__}")
+    for n, case in enumerate(cases, start=1):
+        try:
+            got = student_fn(*case.args, **case.kwargs)
+        except NotImplementedError:
+            if grading_mode():
+                raise ExerciseNotDone(f"{exercise}: not implemented yet") from None
+            print(
+                f"[not implemented yet] {exercise}: fill in the exercise cell above (replace "
+                f"`raise NotImplementedError()`), run it, then run this check again."
+            )
+            return False
+        except Exception as exc:
+            raise CheckFailed(
+                f"{exercise}: your function raised {type(exc).__name__}: {exc}\n"
+                f"  on case {n} of {len(cases)}: {case.label}"
+            ) from exc
+        want = reference_fn(*case.args, **case.kwargs)
+        problem = _describe_mismatch(got, want, rtol, atol)
+        if problem is None:
+            continue
+        hints = []
+        for wrong_fn, hint in mistakes:
+            try:
+                with np.errstate(all="ignore"):
+                    wrong = wrong_fn(*case.args, **case.kwargs)
+            except Exception:
+                continue
+            if _describe_mismatch(got, wrong, rtol, atol) is None:
+                hints.append(hint)
+        if not hints:
+            ratio = _constant_ratio_hint(got, want)
+            if ratio:
+                hints.append(ratio + " (a unit or a factor is off)")
+        msg = f"{exercise}: wrong on case {n} of {len(cases)} ({case.label}):\n  {problem}"
+        if hints:
+            msg += "\n  Hint: " + "\n  Hint: ".join(hints)
+        raise CheckFailed(msg)
+    print(f"[passed] {exercise}: all {len(cases)} cases match the reference.")
+    return True
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 01: stereo
+# ---------------------------------------------------------------------------------------------
+
+
+def _ref_disparity_to_depth(d, focal, baseline, doffs):
+    return stereo.disparity_to_depth(d, focal, baseline, doffs, min_depth=1e-9, max_depth=1e12)
+
+
+def check_disparity_to_depth(student_fn: Callable) -> bool:
+    """Exercise 1.1: ``fn(disparity, focal, baseline, doffs) -> depth``, ``Z = f B / (d + doffs)``."""
+    g = _gen(1)
+    cases = [
+        Case("KITTI-like: f=721 px, B=0.54 m, doffs=0", (torch.tensor([1.0, 10.0, 54.0, 100.0]), 721.0, 0.54, 0.0)),
+        Case("Middlebury: f=995 px, B=0.193 m, doffs=31.1 px", (torch.rand(2, 1, 3, 4, generator=g) * 60 + 5, 994.978, 0.193001, 31.086)),
+        Case("f=500 px, B=0.1 m, doffs=2 px", (torch.tensor([0.5, 3.0, 8.0]), 500.0, 0.1, 2.0)),
+    ]
+    mistakes = [
+        (lambda d, f, b, o: f * b / d, "you left out doffs: Z = f*B / (d + doffs)"),
+        (lambda d, f, b, o: f * b / (d - o), "doffs is added to the disparity, not subtracted"),
+        (lambda d, f, b, o: f * b / d + o, "doffs belongs in the denominator, with d (it is in pixels)"),
+        (lambda d, f, b, o: (d + o) / (f * b), "that is 1/Z: depth is f*B divided by the disparity"),
+        (lambda d, f, b, o: f * b * 1000 / (d + o), "B is in metres here; depth should come out in metres"),
+    ]
+    return run_check("Exercise 1.1 (disparity_to_depth)", student_fn, _ref_disparity_to_depth, cases, mistakes)
+
+
+def _ref_depth_uncertainty(Z, focal, baseline, disparity_error):
+    return stereo.depth_error_from_disparity_error(Z, focal, baseline, disparity_error)
+
+
+def check_depth_uncertainty(student_fn: Callable) -> bool:
+    """Exercise 1.2: ``fn(depth, focal, baseline, disparity_error) -> dZ = Z**2 dd / (f B)``."""
+    cases = [
+        Case("f=721 px, B=0.54 m, 1 px", (torch.tensor([2.0, 10.0, 40.0, 80.0]), 721.0, 0.54, 1.0)),
+        Case("f=995 px, B=0.193 m, 0.25 px", (torch.tensor([2.1, 3.5, 5.0]), 994.978, 0.193001, 0.25)),
+        Case("f=300 px, B=2.0 m, 0.5 px", (torch.tensor([[1.0, 50.0], [100.0, 7.0]]), 300.0, 2.0, 0.5)),
+    ]
+    mistakes = [
+        (lambda z, f, b, e: z * e / (f * b), "the error grows with Z squared: differentiate Z = f*B/d and substitute d = f*B/Z"),
+        (lambda z, f, b, e: z**2 * e * f / b, "f and B both sit in the denominator: dZ = Z^2 dd / (f*B)"),
+        (lambda z, f, b, e: f * b * e / z**2, "that is the disparity change for a depth change; invert the roles"),
+        (lambda z, f, b, e: -(z**2) * e / (f * b), "report the size of the error (positive)"),
+    ]
+    return run_check("Exercise 1.2 (depth_uncertainty)", student_fn, _ref_depth_uncertainty, cases, mistakes)
+
+
+def _ref_middlebury_depth(disparity: np.ndarray, calib: MiddleburyCalibration):
+    valid = np.isfinite(disparity)
+    d = np.where(valid, disparity, 0.0)
+    depth = np.where(valid, calib.focal * calib.baseline / (d + calib.doffs), 0.0)
+    return torch.from_numpy(depth), torch.from_numpy(valid)
+
+
+def check_middlebury_depth(student_fn: Callable, disparity: np.ndarray) -> bool:
+    """Exercise 1.3: ``fn(disparity, calib) -> (depth, valid)`` on Middlebury's raw disparity
+    (``+inf`` = no ground truth): depth in metres, 0 where invalid, and the boolean mask."""
+    calib = MiddleburyCalibration()
+    tiny = np.array([[10.0, np.inf], [0.0, 40.0]], dtype=np.float32)
+    cases = [
+        Case("a 2x2 map with one +inf", (tiny, calib)),
+        Case("the real Motorcycle disparity (500x741)", (np.asarray(disparity), calib)),
+    ]
+
+    def no_doffs(d, c):
+        v = np.isfinite(d)
+        return np.where(v, c.focal * c.baseline / np.where(v, d, 1.0), 0.0), v
+
+    def millimetres(d, c):
+        z, v = _ref_middlebury_depth(d, c)
+        return z * 1000, v
+
+    def inf_kept_valid(d, c):
+        z = c.focal * c.baseline / (d + c.doffs)
+        return z, np.ones_like(d, dtype=bool)
+
+    mistakes = [
+        (no_doffs, "Middlebury's disparities need doffs: Z = f*B / (d + doffs)"),
+        (millimetres, "give the depth in metres (the baseline is 0.193 m)"),
+        (inf_kept_valid, "+inf marks pixels without ground truth: they are not valid (and f*B/inf = 0 is not a depth)"),
+    ]
+    return run_check("Exercise 1.3 (middlebury_depth)", student_fn, _ref_middlebury_depth, cases, mistakes, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 02: camera and motion
+# ---------------------------------------------------------------------------------------------
+
+
+def _random_K(g: torch.Generator, b: int) -> torch.Tensor:
+    f = torch.rand(b, generator=g) * 400 + 300
+    K = torch.zeros(b, 3, 3)
+    K[:, 0, 0] = f
+    K[:, 1, 1] = f * (0.9 + 0.2 * torch.rand(b, generator=g))  # fx != fy catches swaps
+    K[:, 0, 2] = 200 + 20 * torch.rand(b, generator=g)
+    K[:, 1, 2] = 60 + 10 * torch.rand(b, generator=g)
+    K[:, 2, 2] = 1
+    return K
+
+
+def _ref_project(points, K):
+    return camera.project_points(points, K)[0]
+
+
+def check_project(student_fn: Callable) -> bool:
+    """Exercise 2.1: ``fn(points (B, 3, N), K (B, 3, 3)) -> uv (B, 2, N)``."""
+    g = _gen(21)
+    pts = torch.randn(2, 3, 6, generator=g)
+    pts[:, 2] = pts[:, 2].abs() * 5 + 2
+    cases = [
+        Case("a point on the optical axis", (torch.tensor([[[0.0], [0.0], [4.0]]]), _random_K(g, 1))),
+        Case("B=2 random points in front of the camera", (pts, _random_K(g, 2))),
+    ]
+    mistakes = [
+        (lambda P, K: (K.transpose(1, 2) @ P)[:, :2] / (K.transpose(1, 2) @ P)[:, 2:], "K is used as is, not transposed: uvw = K @ P"),
+        (lambda P, K: (K @ P)[:, :2], "divide by the third coordinate (the depth) to get pixels"),
+        (lambda P, K: ((K @ P)[:, :2] / (K @ P)[:, 2:]).flip(1), "u (the column, x) comes first, then v (the row, y)"),
+        (lambda P, K: (torch.linalg.inv(K) @ P)[:, :2] / P[:, 2:], "K maps camera coordinates to pixels; K^-1 goes the other way"),
+    ]
+    return run_check("Exercise 2.1 (project)", student_fn, _ref_project, cases, mistakes)
+
+
+def check_backproject(student_fn: Callable) -> bool:
+    """Exercise 2.2: ``fn(depth (B, 1, H, W), K (B, 3, 3)) -> points (B, 3, H, W)``."""
+    g = _gen(22)
+    cases = [
+        Case("constant depth 2, 3x4 image", (torch.full((1, 1, 3, 4), 2.0), _random_K(g, 1))),
+        Case("random depth, B=2, 5x7 image", (torch.rand(2, 1, 5, 7, generator=g) * 10 + 1, _random_K(g, 2))),
+    ]
+
+    def y_with_x_intrinsics(depth, K):
+        P = camera.backproject(depth, K)
+        _, _, h, w = depth.shape
+        v = torch.arange(h, dtype=depth.dtype).view(1, h, 1).expand(1, h, w)
+        P[:, 1] = (v - K[:, 0, 2].view(-1, 1, 1)) / K[:, 0, 0].view(-1, 1, 1) * depth[:, 0]
+        return P
+
+    def no_depth(depth, K):
+        return camera.backproject(torch.ones_like(depth), K)
+
+    def uv_swapped(depth, K):
+        P = camera.backproject(depth.transpose(2, 3), K).transpose(2, 3)
+        return P if P.shape[2:] == depth.shape[2:] else None
+
+    def with_K(depth, K):
+        _, _, h, w = depth.shape
+        grid = camera.pixel_grid(h, w).reshape(1, 3, -1)
+        return ((K @ grid) * depth.reshape(depth.shape[0], 1, -1)).reshape(-1, 3, h, w)
+
+    mistakes = [
+        (y_with_x_intrinsics, "the normalised row coordinate is (v - cy) / fy, not (v - cx) / fx"),
+        (no_depth, "multiply the ray K^-1 [u, v, 1] by the depth to reach the 3-D point"),
+        (with_K, "pixels to rays needs K^-1, not K"),
+        (uv_swapped, "u is the column index (x), v the row index (y)"),
+    ]
+    return run_check("Exercise 2.2 (backproject)", student_fn, camera.backproject, cases, mistakes, rtol=1e-4, atol=1e-5)
+
+
+def check_euler_to_matrix(student_fn: Callable) -> bool:
+    """Exercise 2.3: ``fn(angles (B, 3) [rx, ry, rz] in radians) -> R = Rx @ Ry @ Rz``."""
+    g = _gen(23)
+    cases = [
+        Case("90 degrees about z only", (torch.tensor([[0.0, 0.0, math.pi / 2]]),)),
+        Case("90 degrees about x only", (torch.tensor([[math.pi / 2, 0.0, 0.0]]),)),
+        Case("B=4 random angles up to 1 rad", ((torch.rand(4, 3, generator=g) * 2 - 1),)),
+    ]
+
+    def reversed_order(a):
+        return (
+            pose.axis_rotation("z", a[:, 2]) @ pose.axis_rotation("y", a[:, 1]) @ pose.axis_rotation("x", a[:, 0])
+        )
+
+    mistakes = [
+        (lambda a: pose.euler_to_matrix(a).transpose(1, 2), "your matrix is the transpose (the inverse rotation): check the signs of the sines"),
+        (reversed_order, "the order is R = Rx @ Ry @ Rz (z is applied to the point first)"),
+        (lambda a: pose.euler_to_matrix(a * math.pi / 180), "the angles are already in radians: do not convert them from degrees"),
+        (lambda a: pose.euler_to_matrix(a * 180 / math.pi), "sin and cos take radians, and the angles are already in radians: no conversion"),
+        (lambda a: pose.euler_to_matrix(-a), "a positive angle turns counter-clockwise about its axis (right-handed): check the sign"),
+    ]
+    return run_check("Exercise 2.3 (euler_to_matrix)", student_fn, pose.euler_to_matrix, cases, mistakes, rtol=1e-4, atol=1e-5)
+
+
+def check_invert_pose(student_fn: Callable) -> bool:
+    """Exercise 2.4: ``fn(T (B, 4, 4)) -> T^-1`` for rigid poses."""
+    g = _gen(24)
+    vec = torch.randn(3, 6, generator=g)
+    cases = [
+        Case("a pure translation", (pose.pose_vector_to_matrix(torch.tensor([[1.0, -2.0, 3.0, 0, 0, 0]])),)),
+        Case("B=3 random rigid poses", (pose.pose_vector_to_matrix(vec),)),
+    ]
+
+    def minus_t(T):
+        return pose.make_pose(T[:, :3, :3].transpose(1, 2), -T[:, :3, 3])
+
+    mistakes = [
+        (minus_t, "the new translation is -R^T t, not -t: the translation must be rotated too"),
+        (lambda T: T.transpose(1, 2), "transposing the whole 4x4 only inverts the rotation part"),
+        (lambda T: pose.make_pose(T[:, :3, :3], -T[:, :3, 3]), "invert the rotation as well: R^-1 = R^T"),
+    ]
+    return run_check("Exercise 2.4 (invert_pose)", student_fn, pose.invert_pose, cases, mistakes, rtol=1e-4, atol=1e-5)
+
+
+def check_scale_intrinsics(student_fn: Callable) -> bool:
+    """Exercise 2.5: ``fn(K (B, 3, 3), sx, sy) -> K'`` for an image resized by ``sx``, ``sy``."""
+    g = _gen(25)
+    cases = [
+        Case("halve both sides", (_random_K(g, 1), 0.5, 0.5)),
+        Case("KITTI 1242x375 -> 416x128", (_random_K(g, 2), 416 / 1242, 128 / 375)),
+        Case("double the width only", (_random_K(g, 1), 2.0, 1.0)),
+    ]
+
+    def naive(K, sx, sy):
+        K2 = K.clone()
+        K2[:, 0] *= sx
+        K2[:, 1] *= sy
+        return K2
+
+    def swapped(K, sx, sy):
+        return camera.scale_intrinsics(K, sy, sx)
+
+    def focal_only(K, sx, sy):
+        K2 = K.clone()
+        K2[:, 0, 0] *= sx
+        K2[:, 1, 1] *= sy
+        return K2
+
+    mistakes = [
+        (naive, "pixel centres sit at integers, so it is the pixel *edges* (u + 0.5) that scale: cx' = sx*(cx + 0.5) - 0.5"),
+        (swapped, "sx scales the width (x: fx, cx), sy the height (y: fy, cy)"),
+        (focal_only, "the principal point moves too when the image is resized"),
+    ]
+    return run_check("Exercise 2.5 (scale_intrinsics)", student_fn, camera.scale_intrinsics, cases, mistakes)

@@ -1,0 +1,77 @@
+"""Notebook set-up and the environment check of chapter 00."""
+
+from __future__ import annotations
+
+import platform
+import random
+from importlib import metadata
+
+import numpy as np
+import torch
+
+_PACKAGES = ("torch", "kornia", "numpy", "matplotlib", "scikit-image", "ipywidgets", "jupyterlab")
+
+
+def pick_device(prefer: str | None = None) -> torch.device:
+    """``cuda`` when a GPU is present (or ``prefer`` names a device), else ``cpu``."""
+    if prefer is not None:
+        return torch.device(prefer)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int = 0) -> None:
+    """Seed Python's, NumPy's and PyTorch's generators (each notebook does this once)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def setup_notebook(seed: int = 0) -> torch.device:
+    """The one set-up line at the top of every notebook: seeds, figure style, device.
+
+    Returns the device the chapter computes on (GPU if present).
+    """
+    import matplotlib as mpl
+
+    seed_everything(seed)
+    torch.set_printoptions(precision=4, sci_mode=False)
+    np.set_printoptions(precision=4, suppress=True)
+    mpl.rcParams.update(
+        {
+            "figure.dpi": 90,
+            "figure.figsize": (9.0, 3.5),
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "image.cmap": "magma",
+            "font.size": 10,
+        }
+    )
+    return pick_device()
+
+
+def versions() -> dict[str, str]:
+    """Installed versions of the packages the course relies on."""
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def environment_report() -> str:
+    """A short report: package versions, the compute device and what it means for the course."""
+    lines = [f"{k:>13}: {v}" for k, v in versions().items()]
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+        mem = torch.cuda.get_device_properties(0).total_memory / 2**30
+        lines.append(f"{'device':>13}: CUDA GPU {name} ({mem:.0f} GiB): full training runs are practical")
+    else:
+        lines.append(
+            f"{'device':>13}: CPU only ({torch.get_num_threads()} threads): every chapter runs; "
+            "training chapters use short runs and the committed weights"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,40 @@
+"""Execute notebooks top to bottom from a fresh kernel and store their outputs (for
+maintainers refreshing the committed outputs): ``python -m lesson_lib run-notebooks NB...``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+
+
+def execute_notebook(path: Path, timeout: int = 600) -> float:
+    """Run ``path`` in place with a fresh kernel of the current Python; return seconds taken."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    )
+    start = time.perf_counter()
+    client.execute()
+    elapsed = time.perf_counter() - start
+    nbformat.write(nb, path)
+    return elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lesson_lib run-notebooks")
+    parser.add_argument("notebooks", nargs="+", type=Path)
+    parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
+    args = parser.parse_args(argv)
+    for nb in args.notebooks:
+        if not nb.is_file():
+            print(f"error: no notebook at {nb}", file=sys.stderr)
+            return 2
+    for nb in args.notebooks:
+        print(f"{nb}: {execute_notebook(nb, args.timeout):.1f} s", flush=True)
+    return 0

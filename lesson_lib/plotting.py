@@ -1,0 +1,141 @@
+"""The figures every chapter draws alike: images, colour-mapped depth, point clouds, cameras."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+__all__ = ["to_numpy_image", "colorize", "show_images", "plot_point_cloud", "draw_camera"]
+
+
+def to_numpy_image(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    """``(1, C, H, W)``, ``(C, H, W)``, ``(H, W)`` tensor or array to ``(H, W)`` / ``(H, W, 3)``
+    NumPy for matplotlib (the first image of a batch)."""
+    a = x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if a.ndim == 4:
+        a = a[0]
+    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
+        a = np.moveaxis(a, 0, -1)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3):
+        raise ValueError(f"cannot show an array of shape {np.shape(x)} as an image")
+    return a
+
+
+def colorize(
+    x: torch.Tensor | np.ndarray,
+    cmap: str = "magma",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    mask: torch.Tensor | np.ndarray | None = None,
+) -> np.ndarray:
+    """Colour-map a depth or disparity map to ``(H, W, 3)`` RGB in ``[0, 1]``; pixels outside
+    ``mask`` are grey. The range defaults to the 2nd-98th percentile of the valid pixels."""
+    a = to_numpy_image(x).astype(np.float64)
+    m = np.ones(a.shape, bool) if mask is None else to_numpy_image(mask).astype(bool)
+    vals = a[m & np.isfinite(a)]
+    if vals.size == 0:
+        raise ValueError("nothing valid to colour-map")
+    lo = np.percentile(vals, 2) if vmin is None else vmin
+    hi = np.percentile(vals, 98) if vmax is None else vmax
+    t = np.clip((a - lo) / max(hi - lo, 1e-12), 0, 1)
+    rgb = plt.get_cmap(cmap)(t)[..., :3]
+    rgb[~m | ~np.isfinite(a)] = 0.5
+    return rgb
+
+
+def show_images(
+    images: Sequence[torch.Tensor | np.ndarray],
+    titles: Sequence[str] | None = None,
+    ncols: int | None = None,
+    cmap: str | Sequence[str | None] | None = None,
+    colorbar: bool | Sequence[bool] = False,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    width: float = 4.0,
+) -> Figure:
+    """Show images side by side; single-channel ones through ``cmap`` (default magma).
+
+    ``cmap`` and ``colorbar`` may be given per image. Returns the figure.
+    """
+    n = len(images)
+    ncols = ncols or n
+    nrows = (n + ncols - 1) // ncols
+    first = to_numpy_image(images[0])
+    aspect = first.shape[0] / first.shape[1]
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(width * ncols, width * aspect * nrows + 0.4), squeeze=False
+    )
+    cmaps = cmap if isinstance(cmap, (list, tuple)) else [cmap] * n
+    bars = colorbar if isinstance(colorbar, (list, tuple)) else [colorbar] * n
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        a = to_numpy_image(images[i])
+        im = ax.imshow(a, cmap=None if a.ndim == 3 else (cmaps[i] or "magma"), vmin=vmin, vmax=vmax)
+        if titles is not None:
+            ax.set_title(titles[i])
+        if bars[i] and a.ndim == 2:
+            fig.colorbar(im, ax=ax, fraction=0.035, pad=0.02)
+    fig.tight_layout()
+    return fig
+
+
+def plot_point_cloud(
+    points: torch.Tensor | np.ndarray,
+    colors: torch.Tensor | np.ndarray | None = None,
+    ax=None,
+    max_points: int = 30000,
+    elev: float = -70.0,
+    azim: float = -90.0,
+    seed: int = 0,
+    size: float = 0.5,
+):
+    """Scatter camera-frame points ``(3, N)`` in 3-D (x right, y down, z forward) with their
+    colours ``(3, N)`` in ``[0, 1]``. A random subset of ``max_points`` is drawn (seeded).
+
+    The default view looks from above and behind the camera, so depth reads as distance.
+    Returns the 3-D axes.
+    """
+    P = points.detach().cpu().numpy() if isinstance(points, torch.Tensor) else np.asarray(points)
+    if P.ndim != 2 or P.shape[0] != 3:
+        raise ValueError(f"points: expected shape (3, N), got {P.shape}")
+    C = None
+    if colors is not None:
+        C = colors.detach().cpu().numpy() if isinstance(colors, torch.Tensor) else np.asarray(colors)
+        if C.shape != P.shape:
+            raise ValueError(f"colors: expected shape {P.shape}, got {C.shape}")
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(P.shape[1], size=min(max_points, P.shape[1]), replace=False)
+    if ax is None:
+        fig = plt.figure(figsize=(7, 6))
+        ax = fig.add_subplot(projection="3d")
+    ax.scatter(P[0, idx], P[2, idx], -P[1, idx], c=None if C is None else C[:, idx].T, s=size, depthshade=False)
+    ax.set_xlabel("X (right) [m]")
+    ax.set_ylabel("Z (forward) [m]")
+    ax.set_zlabel("-Y (up) [m]")
+    ax.view_init(elev=elev, azim=azim)
+    return ax
+
+
+def draw_camera(ax, T_cam_to_world: torch.Tensor, size: float = 0.3, color: str = "C0", label: str | None = None):
+    """Draw a camera as a small pyramid on 3-D axes made by :func:`plot_point_cloud`.
+
+    ``T_cam_to_world`` is ``(4, 4)``: it maps camera-frame points into the plotted frame.
+    """
+    T = T_cam_to_world.detach().cpu().double()
+    corners = torch.tensor(
+        [[0, 0, 0], [-1, -0.75, 1.5], [1, -0.75, 1.5], [1, 0.75, 1.5], [-1, 0.75, 1.5]], dtype=torch.float64
+    ).T * size
+    W = (T[:3, :3] @ corners + T[:3, 3:4]).numpy()
+    for i, j in [(0, 1), (0, 2), (0, 3), (0, 4), (1, 2), (2, 3), (3, 4), (4, 1)]:
+        ax.plot([W[0, i], W[0, j]], [W[2, i], W[2, j]], [-W[1, i], -W[1, j]], color=color, lw=1.5)
+    if label:
+        ax.text(W[0, 0], W[2, 0], -W[1, 0], label, color=color)
+    return ax

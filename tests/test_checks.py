@@ -1,0 +1,223 @@
+"""Every exercise check accepts a correct answer and rejects plausible wrong ones.
+
+The wrong answers here are written out independently of the hints inside the checks, the way a
+student might get them wrong; each must be rejected with a CheckFailed.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lesson_lib import checks
+from lesson_lib.data import load_middlebury_motorcycle
+
+
+@pytest.fixture(scope="module")
+def raw_disparity():
+    from skimage import data
+
+    return data.stereo_motorcycle()[2]
+
+
+# -- reference answers written as a student would -------------------------------------------------
+
+
+def good_d2z(d, f, b, doffs):
+    return f * b / (d + doffs)
+
+
+def good_uncertainty(z, f, b, dd):
+    return z**2 * dd / (f * b)
+
+
+def good_middlebury(disp, c):
+    valid = np.isfinite(disp)
+    depth = np.zeros(disp.shape, dtype=np.float64)
+    depth[valid] = c.focal * c.baseline / (disp[valid] + c.doffs)
+    return depth, valid
+
+
+def good_project(P, K):
+    p = K @ P
+    return p[:, :2] / p[:, 2:3]
+
+
+def good_backproject(depth, K):
+    b, _, h, w = depth.shape
+    v, u = torch.meshgrid(torch.arange(h, dtype=depth.dtype), torch.arange(w, dtype=depth.dtype), indexing="ij")
+    pix = torch.stack([u, v, torch.ones_like(u)]).reshape(3, -1)
+    rays = torch.linalg.inv(K) @ pix
+    return (rays * depth.reshape(b, 1, -1)).reshape(b, 3, h, w)
+
+
+def _rx(a):
+    c, s = math.cos(a), math.sin(a)
+    return torch.tensor([[1, 0, 0], [0, c, -s], [0, s, c]])
+
+
+def _ry(a):
+    c, s = math.cos(a), math.sin(a)
+    return torch.tensor([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+
+
+def _rz(a):
+    c, s = math.cos(a), math.sin(a)
+    return torch.tensor([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+
+
+def good_euler(angles):
+    return torch.stack([_rx(float(a[0])) @ _ry(float(a[1])) @ _rz(float(a[2])) for a in angles])
+
+
+def good_invert(T):
+    return torch.linalg.inv(T)
+
+
+def good_scale(K, sx, sy):
+    K2 = K.clone()
+    K2[:, 0, 0] *= sx
+    K2[:, 1, 1] *= sy
+    K2[:, 0, 2] = (K[:, 0, 2] + 0.5) * sx - 0.5
+    K2[:, 1, 2] = (K[:, 1, 2] + 0.5) * sy - 0.5
+    return K2
+
+
+# -- wrong answers -------------------------------------------------------------------------------
+
+WRONG = {
+    "d2z": [
+        lambda d, f, b, o: f * b / d,  # missing doffs
+        lambda d, f, b, o: f / (b * d + o),  # focal and baseline in the wrong places
+        lambda d, f, b, o: f * b * 1000 / (d + o),  # baseline in millimetres
+        lambda d, f, b, o: f * b / (d - o),  # doffs subtracted
+    ],
+    "uncertainty": [
+        lambda z, f, b, dd: z * dd / (f * b),  # linear in Z
+        lambda z, f, b, dd: z**2 * dd * f / b,  # f and B swapped
+        lambda z, f, b, dd: z**2 / (f * b),  # error size ignored
+    ],
+    "middlebury": [
+        lambda d, c: (c.focal * c.baseline / (d + c.doffs), ~np.isnan(d)),  # trusts "NaN = invalid": inf kept valid
+        lambda d, c: (np.where(np.isfinite(d), c.focal * c.baseline / np.maximum(d, 1e-3), 0.0), np.isfinite(d)),  # no doffs
+        lambda d, c: (np.where(np.isfinite(d), c.focal * c.baseline * 1000 / (d + c.doffs), 0.0), np.isfinite(d)),  # mm
+        lambda d, c: (np.where(np.isfinite(d), c.focal * c.baseline / (d + c.doffs), np.nan), np.isfinite(d)),  # NaN
+        lambda d, c: (np.where(np.isfinite(d), c.focal * c.baseline / (d + c.doffs), 0.0), np.ones(d.shape, bool)),  # mask
+    ],
+    "project": [
+        lambda P, K: (K.transpose(1, 2) @ P)[:, :2] / P[:, 2:3],  # transposed K
+        lambda P, K: (K @ P)[:, :2],  # no division
+        lambda P, K: good_project(P, K)[:, [1, 0]],  # u and v swapped
+        lambda P, K: good_project(P, K) + 0.5,  # half-pixel offset
+        lambda P, K: good_project(P, K).transpose(1, 2),  # (B, N, 2) layout
+    ],
+    "backproject": [
+        lambda D, K: good_backproject(D, K) / D,  # a ray, not a point
+        lambda D, K: good_backproject(D, K.transpose(1, 2)),  # transposed K
+        lambda D, K: good_backproject(D, K) - 0.5 * D / K[:, :1, :1, None].expand(-1, 3, 1, 1),  # half pixel
+        lambda D, K: torch.stack([good_backproject(D, K)[:, i] for i in (1, 0, 2)], 1),  # x/y swapped
+    ],
+    "euler": [
+        lambda a: good_euler(a).transpose(1, 2),  # transposed rotation
+        lambda a: torch.stack([_rz(float(x[2])) @ _ry(float(x[1])) @ _rx(float(x[0])) for x in a]),  # order
+        lambda a: good_euler(a * 180 / math.pi),  # degrees for radians
+        lambda a: good_euler(torch.stack([a[:, 2], a[:, 1], a[:, 0]], 1)),  # [rz, ry, rx] order of inputs
+    ],
+    "invert": [
+        lambda T: torch.cat([torch.cat([T[:, :3, :3].transpose(1, 2), -T[:, :3, 3:]], 2), T[:, 3:]], 1),  # -t
+        lambda T: T.transpose(1, 2),  # transpose
+        lambda T: torch.cat([torch.cat([T[:, :3, :3], -T[:, :3, 3:]], 2), T[:, 3:]], 1),  # R kept
+    ],
+    "scale": [
+        lambda K, sx, sy: K * torch.tensor([[sx], [sy], [1.0]]),  # cx * s: half-pixel error
+        lambda K, sx, sy: good_scale(K, sy, sx),  # swapped
+        lambda K, sx, sy: good_scale(K, 1 / sx, 1 / sy),  # inverse factors
+        lambda K, sx, sy: torch.cat([K[:, :2] * torch.tensor([[[sx], [sy]]]).squeeze(-1)[..., None], K[:, 2:]], 1),
+    ],
+}
+
+
+def _call(name, fn, raw):
+    return {
+        "d2z": lambda: checks.check_disparity_to_depth(fn),
+        "uncertainty": lambda: checks.check_depth_uncertainty(fn),
+        "middlebury": lambda: checks.check_middlebury_depth(fn, raw),
+        "project": lambda: checks.check_project(fn),
+        "backproject": lambda: checks.check_backproject(fn),
+        "euler": lambda: checks.check_euler_to_matrix(fn),
+        "invert": lambda: checks.check_invert_pose(fn),
+        "scale": lambda: checks.check_scale_intrinsics(fn),
+    }[name]()
+
+
+GOOD = {
+    "d2z": good_d2z,
+    "uncertainty": good_uncertainty,
+    "middlebury": good_middlebury,
+    "project": good_project,
+    "backproject": good_backproject,
+    "euler": good_euler,
+    "invert": good_invert,
+    "scale": good_scale,
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_check_accepts_a_correct_answer(name, raw_disparity, capsys):
+    assert _call(name, GOOD[name], raw_disparity) is True
+    assert "[passed]" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name, i", [(n, i) for n in sorted(WRONG) for i in range(len(WRONG[n]))])
+def test_check_rejects_a_wrong_answer(name, i, raw_disparity):
+    assert len(WRONG[name]) >= 3
+    with pytest.raises(checks.CheckFailed) as info:
+        _call(name, WRONG[name][i], raw_disparity)
+    assert "wrong on case" in str(info.value) or "raised" in str(info.value)
+
+
+def test_feedback_names_the_element_and_the_mistake():
+    with pytest.raises(checks.CheckFailed) as info:
+        checks.check_disparity_to_depth(WRONG["d2z"][0])
+    msg = str(info.value)
+    assert "expected" in msg and "got" in msg and "index" in msg
+    assert "doffs" in msg
+    with pytest.raises(checks.CheckFailed, match="pixel \\*edges\\*"):
+        checks.check_scale_intrinsics(WRONG["scale"][0])
+    with pytest.raises(checks.CheckFailed, match="radians"):
+        checks.check_euler_to_matrix(WRONG["euler"][2])
+    with pytest.raises(checks.CheckFailed, match="transposed or permuted"):
+        checks.check_project(WRONG["project"][4])
+    with pytest.raises(checks.CheckFailed, match="inf or NaN"):
+        checks.check_middlebury_depth(WRONG["middlebury"][3], load_middlebury_motorcycle().disparity[0, 0].numpy())
+
+
+def _not_done(*args):
+    raise NotImplementedError()
+
+
+def test_unfinished_exercise_reports_and_returns_false(monkeypatch, capsys):
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    monkeypatch.delenv("LESSON_LIB_STRICT_CHECKS", raising=False)
+    assert checks.check_project(_not_done) is False
+    assert "not implemented yet" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("var, value", [("NBGRADER_EXECUTION", "autograde"), ("NBGRADER_EXECUTION", "validate"), ("LESSON_LIB_STRICT_CHECKS", "1")])
+def test_unfinished_exercise_fails_when_grading(monkeypatch, var, value):
+    monkeypatch.setenv(var, value)
+    with pytest.raises(checks.ExerciseNotDone, match="not implemented yet"):
+        checks.check_invert_pose(_not_done)
+
+
+def test_student_exception_and_non_function_and_none():
+    def broken(P, K):
+        return P @ K  # shape error
+
+    with pytest.raises(checks.CheckFailed, match="your function raised RuntimeError"):
+        checks.check_project(broken)
+    with pytest.raises(checks.CheckFailed, match="expected a function"):
+        checks.check_project(42)
+    with pytest.raises(checks.CheckFailed, match="forget to `return`"):
+        checks.check_project(lambda P, K: None)
