@@ -30,6 +30,7 @@ from .data.middlebury import MiddleburyCalibration
 
 __all__ = [
     "CheckFailed",
+    "check_image_to_tensor",
     "ExerciseNotDone",
     "check_disparity_to_depth",
     "check_depth_uncertainty",
@@ -210,6 +211,31 @@ def _gen(seed: int) -> torch.Generator:
 
 
 # ---------------------------------------------------------------------------------------------
+# Chapter 00: the warm-up
+# ---------------------------------------------------------------------------------------------
+
+
+def _ref_image_to_tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255.0
+
+
+def check_image_to_tensor(student_fn: Callable) -> bool:
+    """Exercise 0.1: ``fn(image (H, W, 3) uint8) -> (1, 3, H, W) float32 in [0, 1]``."""
+    rng = np.random.default_rng(0)
+    cases = [
+        Case("a 2x3 image", (rng.integers(0, 256, (2, 3, 3), dtype=np.uint8),)),
+        Case("a 5x4 image with pure colours", (np.stack([np.full((5, 4), 255), np.zeros((5, 4)), np.full((5, 4), 51)], -1).astype(np.uint8),)),
+    ]
+    mistakes = [
+        (lambda im: torch.from_numpy(im).permute(2, 0, 1)[None].float(), "divide by 255 to map 0..255 to [0, 1]"),
+        (lambda im: torch.from_numpy(im).permute(2, 1, 0)[None].float() / 255, "permute(2, 0, 1) keeps H before W; permute(2, 1, 0) swaps them"),
+        (lambda im: torch.from_numpy(im).permute(2, 0, 1).float() / 255, "add the batch dimension in front: (1, 3, H, W)"),
+        (lambda im: torch.from_numpy(im[..., ::-1].copy()).permute(2, 0, 1)[None].float() / 255, "keep the channel order R, G, B (no BGR flip)"),
+    ]
+    return run_check("Exercise 0.1 (image_to_tensor)", student_fn, _ref_image_to_tensor, cases, mistakes)
+
+
+# ---------------------------------------------------------------------------------------------
 # Chapter 01: stereo
 # ---------------------------------------------------------------------------------------------
 
@@ -368,7 +394,7 @@ def check_backproject(student_fn: Callable) -> bool:
 
 
 def check_euler_to_matrix(student_fn: Callable) -> bool:
-    """Exercise 2.3: ``fn(angles (B, 3) [rx, ry, rz] in radians) -> R = Rx @ Ry @ Rz``."""
+    """Exercise 2.4: ``fn(angles (B, 3) [rx, ry, rz] in radians) -> R = Rx @ Ry @ Rz``."""
     g = _gen(23)
     cases = [
         Case("90 degrees about z only", (torch.tensor([[0.0, 0.0, math.pi / 2]]),)),
@@ -388,11 +414,11 @@ def check_euler_to_matrix(student_fn: Callable) -> bool:
         (lambda a: pose.euler_to_matrix(a * 180 / math.pi), "sin and cos take radians, and the angles are already in radians: no conversion"),
         (lambda a: pose.euler_to_matrix(-a), "a positive angle turns counter-clockwise about its axis (right-handed): check the sign"),
     ]
-    return run_check("Exercise 2.3 (euler_to_matrix)", student_fn, pose.euler_to_matrix, cases, mistakes, rtol=1e-4, atol=1e-5)
+    return run_check("Exercise 2.4 (euler_to_matrix)", student_fn, pose.euler_to_matrix, cases, mistakes, rtol=1e-4, atol=1e-5)
 
 
 def check_invert_pose(student_fn: Callable) -> bool:
-    """Exercise 2.4: ``fn(T (B, 4, 4)) -> T^-1`` for rigid poses."""
+    """Exercise 2.5: ``fn(T (B, 4, 4)) -> T^-1`` for rigid poses."""
     g = _gen(24)
     vec = torch.randn(3, 6, generator=g)
     cases = [
@@ -408,11 +434,11 @@ def check_invert_pose(student_fn: Callable) -> bool:
         (lambda T: T.transpose(1, 2), "transposing the whole 4x4 only inverts the rotation part"),
         (lambda T: pose.make_pose(T[:, :3, :3], -T[:, :3, 3]), "invert the rotation as well: R^-1 = R^T"),
     ]
-    return run_check("Exercise 2.4 (invert_pose)", student_fn, pose.invert_pose, cases, mistakes, rtol=1e-4, atol=1e-5)
+    return run_check("Exercise 2.5 (invert_pose)", student_fn, pose.invert_pose, cases, mistakes, rtol=1e-4, atol=1e-5)
 
 
 def check_scale_intrinsics(student_fn: Callable) -> bool:
-    """Exercise 2.5: ``fn(K (B, 3, 3), sx, sy) -> K'`` for an image resized by ``sx``, ``sy``."""
+    """Exercise 2.3: ``fn(K (B, 3, 3), sx, sy) -> K'`` for an image resized by ``sx``, ``sy``."""
     g = _gen(25)
     cases = [
         Case("halve both sides", (_random_K(g, 1), 0.5, 0.5)),
@@ -440,4 +466,4 @@ def check_scale_intrinsics(student_fn: Callable) -> bool:
         (swapped, "sx scales the width (x: fx, cx), sy the height (y: fy, cy)"),
         (focal_only, "the principal point moves too when the image is resized"),
     ]
-    return run_check("Exercise 2.5 (scale_intrinsics)", student_fn, camera.scale_intrinsics, cases, mistakes)
+    return run_check("Exercise 2.3 (scale_intrinsics)", student_fn, camera.scale_intrinsics, cases, mistakes)

@@ -24,6 +24,10 @@ def raw_disparity():
 # -- reference answers written as a student would -------------------------------------------------
 
 
+def good_image(img):
+    return torch.tensor(img, dtype=torch.float32).permute(2, 0, 1).unsqueeze(0) / 255.0
+
+
 def good_d2z(d, f, b, doffs):
     return f * b / (d + doffs)
 
@@ -87,6 +91,13 @@ def good_scale(K, sx, sy):
 # -- wrong answers -------------------------------------------------------------------------------
 
 WRONG = {
+    "image": [
+        lambda im: torch.tensor(im, dtype=torch.float32).permute(2, 0, 1)[None],  # no / 255
+        lambda im: torch.tensor(im, dtype=torch.float32).permute(2, 1, 0)[None] / 255,  # H and W swapped
+        lambda im: torch.tensor(im, dtype=torch.float32)[None] / 255,  # channels last
+        lambda im: torch.tensor(im, dtype=torch.float32).permute(2, 0, 1)[None] / 256,  # off scale
+        lambda im: torch.tensor(im[..., ::-1].copy(), dtype=torch.float32).permute(2, 0, 1)[None] / 255,  # BGR
+    ],
     "d2z": [
         lambda d, f, b, o: f * b / d,  # missing doffs
         lambda d, f, b, o: f / (b * d + o),  # focal and baseline in the wrong places
@@ -140,6 +151,7 @@ WRONG = {
 
 def _call(name, fn, raw):
     return {
+        "image": lambda: checks.check_image_to_tensor(fn),
         "d2z": lambda: checks.check_disparity_to_depth(fn),
         "uncertainty": lambda: checks.check_depth_uncertainty(fn),
         "middlebury": lambda: checks.check_middlebury_depth(fn, raw),
@@ -152,6 +164,7 @@ def _call(name, fn, raw):
 
 
 GOOD = {
+    "image": good_image,
     "d2z": good_d2z,
     "uncertainty": good_uncertainty,
     "middlebury": good_middlebury,
