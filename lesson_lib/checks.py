@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from . import camera, pose, stereo
-from .data.middlebury import MiddleburyCalibration
+from .data.middlebury import MiddleburyCalibration, image_to_tensor
 
 __all__ = [
     "CheckFailed",
@@ -215,10 +215,6 @@ def _gen(seed: int) -> torch.Generator:
 # ---------------------------------------------------------------------------------------------
 
 
-def _ref_image_to_tensor(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255.0
-
-
 def check_image_to_tensor(student_fn: Callable) -> bool:
     """Exercise 0.1: ``fn(image (H, W, 3) uint8) -> (1, 3, H, W) float32 in [0, 1]``."""
     rng = np.random.default_rng(0)
@@ -232,7 +228,7 @@ def check_image_to_tensor(student_fn: Callable) -> bool:
         (lambda im: torch.from_numpy(im).permute(2, 0, 1).float() / 255, "add the batch dimension in front: (1, 3, H, W)"),
         (lambda im: torch.from_numpy(im[..., ::-1].copy()).permute(2, 0, 1)[None].float() / 255, "keep the channel order R, G, B (no BGR flip)"),
     ]
-    return run_check("Exercise 0.1 (image_to_tensor)", student_fn, _ref_image_to_tensor, cases, mistakes)
+    return run_check("Exercise 0.1 (image_to_tensor)", student_fn, image_to_tensor, cases, mistakes)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -248,3 +248,17 @@ def test_write_pfm_wrong_shape(tmp_path, shape):
     with pytest.raises(ValueError, match="expected shape"):
         write_pfm(path, np.zeros(shape, np.float32))
     assert not path.exists()
+
+
+def test_image_to_tensor_layout_and_errors():
+    from lesson_lib.data import image_to_tensor
+
+    img = np.zeros((2, 3, 3), dtype=np.uint8)
+    img[1, 2] = (255, 0, 51)
+    t = image_to_tensor(img)
+    assert t.shape == (1, 3, 2, 3) and t.dtype == torch.float32
+    assert t[0, :, 1, 2].tolist() == pytest.approx([1.0, 0.0, 0.2])
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8"):
+        image_to_tensor(img.astype(np.float32))
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8"):
+        image_to_tensor(img[..., 0])

@@ -8,6 +8,7 @@
 from .middlebury import (
     MiddleburyCalibration,
     StereoPair,
+    image_to_tensor,
     load_middlebury_motorcycle,
     read_pfm,
     write_pfm,
@@ -16,6 +17,7 @@ from .middlebury import (
 __all__ = [
     "MiddleburyCalibration",
     "StereoPair",
+    "image_to_tensor",
     "load_middlebury_motorcycle",
     "read_pfm",
     "write_pfm",

@@ -82,7 +82,12 @@ class StereoPair:
         )
 
 
-def _image_to_tensor(img: np.ndarray) -> torch.Tensor:
+def image_to_tensor(img: np.ndarray) -> torch.Tensor:
+    """An ``(H, W, 3)`` uint8 image array to the course's ``(1, 3, H, W)`` float32 in ``[0, 1]``
+    (chapter 00, Exercise 0.1)."""
+    if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        got = (getattr(img, "shape", None), getattr(img, "dtype", type(img).__name__))
+        raise ValueError(f"image: expected an (H, W, 3) uint8 array, got shape {got[0]} dtype {got[1]}")
     return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255.0
 
 
@@ -127,8 +132,8 @@ def load_middlebury_motorcycle() -> StereoPair:
         raise ValueError(f"Middlebury disparity from {folder} looks corrupt")
     d = torch.from_numpy(np.where(finite, disp, 0.0).astype(np.float32))[None, None]
     return StereoPair(
-        left=_image_to_tensor(left),
-        right=_image_to_tensor(right),
+        left=image_to_tensor(left),
+        right=image_to_tensor(right),
         disparity=d,
         valid=torch.from_numpy(finite)[None, None],
         calibration=MiddleburyCalibration(),
