@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from . import camera, pose, stereo
+from . import camera, losses, pose, stereo, warping
 from .data.middlebury import MiddleburyCalibration, image_to_tensor
 
 __all__ = [
@@ -40,6 +41,12 @@ __all__ = [
     "check_euler_to_matrix",
     "check_invert_pose",
     "check_scale_intrinsics",
+    "check_bilinear_at",
+    "check_normalize_coords",
+    "check_stereo_sampling_grid",
+    "check_ssim_map",
+    "check_photometric_map",
+    "check_edge_aware_smoothness",
 ]
 
 
@@ -463,3 +470,190 @@ def check_scale_intrinsics(student_fn: Callable) -> bool:
         (focal_only, "the principal point moves too when the image is resized"),
     ]
     return run_check("Exercise 2.3 (scale_intrinsics)", student_fn, camera.scale_intrinsics, cases, mistakes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 03: inverse warping
+# ---------------------------------------------------------------------------------------------
+
+
+def _ref_bilinear_at(image, u, v):
+    uv = torch.tensor([[[[u]], [[v]]]], dtype=image.dtype)
+    return warping.sample(image[None], uv)[0][0, :, 0, 0]
+
+
+def check_bilinear_at(student_fn: Callable) -> bool:
+    """Exercise 3.1: ``fn(image (C, H, W), u, v) -> (C,)`` bilinear value at column ``u``, row
+    ``v`` (pixel centres at integers; the point is inside the image)."""
+    g = _gen(31)
+    img = torch.rand(2, 5, 7, generator=g, dtype=torch.float64)
+    cases = [
+        Case("a pixel centre (u=3, v=2)", (img, 3.0, 2.0)),
+        Case("between four pixels (u=2.25, v=1.6)", (img, 2.25, 1.6)),
+        Case("near the last column (u=5.9, v=3.3)", (img, 5.9, 3.3)),
+        Case("3 channels (u=0.7, v=0.2)", (torch.rand(3, 4, 4, generator=g, dtype=torch.float64), 0.7, 0.2)),
+    ]
+    mistakes = [
+        (lambda im, u, v: _ref_bilinear_at(im, v, u), "u is the column (last index), v the row: image[:, v, u]"),
+        (lambda im, u, v: im[:, round(v), round(u)], "that is the nearest pixel; weight the four neighbours by their distances"),
+        (lambda im, u, v: _ref_bilinear_at(im, u - 0.5, v - 0.5), "pixel centres sit at integer coordinates: no half-pixel offset"),
+        (lambda im, u, v: _ref_bilinear_at(im, math.floor(u) + 1 - (u - math.floor(u)), math.floor(v) + 1 - (v - math.floor(v))), "the weight of the left neighbour is 1 - a, where a = u - floor(u); yours are swapped"),
+    ]
+    return run_check("Exercise 3.1 (bilinear_at)", student_fn, _ref_bilinear_at, cases, mistakes, rtol=1e-6, atol=1e-9)
+
+
+def _ref_normalize(u, size, align_corners):
+    uv = torch.stack([torch.as_tensor(u, dtype=torch.float64), torch.zeros_like(torch.as_tensor(u, dtype=torch.float64))])
+    return warping.normalize_pixels(uv[None, :, None], 2, size, align_corners)[0, 0, ..., 0]
+
+
+def check_normalize_coords(student_fn: Callable) -> bool:
+    """Exercise 3.2: ``fn(u, size, align_corners) -> x`` in grid_sample's ``[-1, 1]`` convention."""
+    u = torch.tensor([0.0, 0.5, 3.0, 415.0, 207.5], dtype=torch.float64)
+    cases = [
+        Case("W=416, align_corners=True", (u, 416, True)),
+        Case("W=416, align_corners=False", (u, 416, False)),
+        Case("W=8, align_corners=False", (torch.tensor([0.0, 7.0, -0.5, 7.5], dtype=torch.float64), 8, False)),
+        Case("W=8, align_corners=True", (torch.tensor([0.0, 7.0, 3.5], dtype=torch.float64), 8, True)),
+    ]
+    mistakes = [
+        (lambda u, n, ac: 2 * u / (n - 1) - 1, "with align_corners=False, -1 and 1 are the image *edges*: x = (2u + 1) / W - 1"),
+        (lambda u, n, ac: (2 * u + 1) / n - 1, "with align_corners=True, -1 and 1 are the centres of the corner pixels: x = 2u / (W - 1) - 1"),
+        (lambda u, n, ac: 2 * u / n - 1, "neither convention: check where u = 0 and u = W - 1 must land"),
+        (lambda u, n, ac: (2 * u + 1) / n - 1 if ac else 2 * u / (n - 1) - 1, "the two formulas are swapped: align_corners=True puts the corner pixel centres at -1 and 1"),
+    ]
+    return run_check("Exercise 3.2 (normalize_coords)", student_fn, _ref_normalize, cases, mistakes, rtol=1e-9, atol=1e-12)
+
+
+def _ref_stereo_grid(disparity):
+    b, _, h, w = disparity.shape
+    grid = camera.pixel_grid(h, w, disparity.dtype)[:2][None].expand(b, 2, h, w).clone()
+    grid[:, 0] -= disparity[:, 0]
+    return grid
+
+
+def _shift_rows(d):
+    g2 = _ref_stereo_grid(d)
+    g2[:, 0] += d[:, 0]
+    g2[:, 1] -= d[:, 0]
+    return g2
+
+
+def check_stereo_sampling_grid(student_fn: Callable) -> bool:
+    """Exercise 3.3: ``fn(disparity (B, 1, H, W)) -> uv (B, 2, H, W)``: where to read the right
+    image to rebuild the left one."""
+    g = _gen(33)
+    cases = [
+        Case("constant disparity 2 on a 3x4 map", (torch.full((1, 1, 3, 4), 2.0),)),
+        Case("random disparities, B=2, 4x6", (torch.rand(2, 1, 4, 6, generator=g) * 5,)),
+    ]
+
+    def plus(d):
+        g2 = _ref_stereo_grid(d)
+        g2[:, 0] += 2 * d[:, 0]
+        return g2
+
+    mistakes = [
+        (plus, "the left pixel x matches the right pixel x - d, not x + d"),
+        (lambda d: _ref_stereo_grid(d).flip(1), "channel 0 is u (the column), channel 1 is v (the row)"),
+        (lambda d: _ref_stereo_grid(d) + 0.5, "pixel centres sit at integer coordinates: no +0.5"),
+        (_shift_rows, "the disparity moves the column u; the row v stays the same"),
+    ]
+    return run_check("Exercise 3.3 (stereo_sampling_grid)", student_fn, _ref_stereo_grid, cases, mistakes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 04: photometric losses
+# ---------------------------------------------------------------------------------------------
+
+
+def _image_pairs(seed: int) -> list[Case]:
+    g = _gen(seed)
+    x = torch.rand(1, 1, 6, 7, generator=g, dtype=torch.float64)
+    y = (x + 0.2 * torch.rand(1, 1, 6, 7, generator=g, dtype=torch.float64)).clamp(0, 1)
+    a = torch.rand(2, 3, 5, 5, generator=g, dtype=torch.float64)
+    b = torch.rand(2, 3, 5, 5, generator=g, dtype=torch.float64)
+    return [Case("a grey 6x7 image and a noisy copy", (x, y)), Case("two random colour images, B=2", (a, b))]
+
+
+def check_ssim_map(student_fn: Callable) -> bool:
+    """Exercise 4.1: ``fn(x, y) -> SSIM (B, C, H, W)`` with 3x3 box windows, reflection padding,
+    C1 = 0.01**2, C2 = 0.03**2."""
+
+    def zero_pad(x, y):
+        box = lambda t: F.avg_pool2d(F.pad(t, (1, 1, 1, 1)), 3, 1)  # noqa: E731
+        return _ssim_with(box, x, y, losses.C1, losses.C2)
+
+    def unsquared(x, y):
+        return losses.ssim(x, y, c1=0.01, c2=0.03)
+
+    def no_centering(x, y):
+        box = losses.box_filter3
+        mx, my = box(x), box(y)
+        return ((2 * mx * my + losses.C1) * (2 * box(x * y) + losses.C2)) / (
+            (mx**2 + my**2 + losses.C1) * (box(x * x) + box(y * y) + losses.C2)
+        )
+
+    mistakes = [
+        (zero_pad, "pad by reflection (F.pad(..., mode='reflect')), not with zeros: borders differ"),
+        (unsquared, "C1 = 0.01**2 and C2 = 0.03**2 (the constants are squared)"),
+        (no_centering, "variances and covariance subtract the product of the means: E[xy] - mu_x mu_y"),
+        (lambda x, y: losses.ssim(x, y)[..., 1:-1, 1:-1], "keep the image size: pad before the 3x3 mean"),
+    ]
+    return run_check("Exercise 4.1 (ssim_map)", student_fn, losses.ssim, _image_pairs(41), mistakes, rtol=1e-6, atol=1e-9)
+
+
+def _ssim_with(box, x, y, c1, c2):
+    mx, my = box(x), box(y)
+    sxx, syy, sxy = box(x * x) - mx**2, box(y * y) - my**2, box(x * y) - mx * my
+    return ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
+
+
+def check_photometric_map(student_fn: Callable) -> bool:
+    """Exercise 4.2: ``fn(pred, target) -> (B, 1, H, W)``:
+    ``0.85 * clamp((1 - SSIM) / 2, 0, 1) + 0.15 * |pred - target|``, averaged over channels."""
+
+    def swapped(p, t):
+        return losses.photometric_error(p, t, alpha=0.15)
+
+    def no_half(p, t):
+        return (0.85 * (1 - losses.ssim(p, t)).clamp(0, 1) + 0.15 * (p - t).abs()).mean(1, keepdim=True)
+
+    mistakes = [
+        (swapped, "the weights are 0.85 for the SSIM term and 0.15 for L1"),
+        (no_half, "the SSIM term is (1 - SSIM) / 2, clamped to [0, 1]"),
+        (lambda p, t: 0.85 * ((1 - losses.ssim(p, t)) / 2).clamp(0, 1) + 0.15 * (p - t).abs(), "average over the colour channels: the result is (B, 1, H, W)"),
+        (lambda p, t: losses.photometric_error(p, t, alpha=0.0), "the SSIM term is missing"),
+    ]
+    return run_check("Exercise 4.2 (photometric_map)", student_fn, losses.photometric_error, _image_pairs(42), mistakes, rtol=1e-6, atol=1e-9)
+
+
+def check_edge_aware_smoothness(student_fn: Callable) -> bool:
+    """Exercise 4.3: ``fn(disparity (B, 1, H, W), image (B, C, H, W)) -> scalar``: first-order
+    edge-aware smoothness of the mean-normalised disparity (x and y terms averaged, then added)."""
+    g = _gen(43)
+    cases = [
+        Case("a 6x7 disparity and grey image", (torch.rand(1, 1, 6, 7, generator=g, dtype=torch.float64) + 0.2, torch.rand(1, 1, 6, 7, generator=g, dtype=torch.float64))),
+        Case("B=2, colour image", (torch.rand(2, 1, 5, 8, generator=g, dtype=torch.float64) * 3 + 0.5, torch.rand(2, 3, 5, 8, generator=g, dtype=torch.float64))),
+    ]
+
+    def per_channel_weights(d, im):
+        d = d / (d.mean((2, 3), keepdim=True) + 1e-7)
+        wx = torch.exp(-(im[..., :, 1:] - im[..., :, :-1]).abs())
+        wy = torch.exp(-(im[..., 1:, :] - im[..., :-1, :]).abs())
+        return ((d[..., :, 1:] - d[..., :, :-1]).abs() * wx).mean() + ((d[..., 1:, :] - d[..., :-1, :]).abs() * wy).mean()
+
+    mistakes = [
+        (lambda d, im: losses.smoothness(d, im, normalize=False), "divide the disparity by its mean (per image) first"),
+        (lambda d, im: losses.smoothness(d, torch.zeros_like(im)), "weight each gradient by exp(-|image gradient|): that is what makes it edge-aware"),
+        (_plus_exp, "the weight is exp(-|dI|), smaller across image edges; yours grows there"),
+        (per_channel_weights, "average the image gradient over the colour channels before the exponential"),
+    ]
+    return run_check("Exercise 4.3 (edge_aware_smoothness)", student_fn, losses.smoothness, cases, mistakes, rtol=1e-6, atol=1e-9)
+
+
+def _plus_exp(d, im):
+    d = d / (d.mean((2, 3), keepdim=True) + 1e-7)
+    ix = (im[..., :, 1:] - im[..., :, :-1]).abs().mean(1, keepdim=True)
+    iy = (im[..., 1:, :] - im[..., :-1, :]).abs().mean(1, keepdim=True)
+    return ((d[..., :, 1:] - d[..., :, :-1]).abs() * torch.exp(ix)).mean() + ((d[..., 1:, :] - d[..., :-1, :]).abs() * torch.exp(iy)).mean()

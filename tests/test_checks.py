@@ -88,6 +88,44 @@ def good_scale(K, sx, sy):
     return K2
 
 
+def good_bilinear(im, u, v):
+    u0, v0 = math.floor(u), math.floor(v)
+    a, b = u - u0, v - v0
+    return (1 - a) * (1 - b) * im[:, v0, u0] + a * (1 - b) * im[:, v0, u0 + 1] + (1 - a) * b * im[:, v0 + 1, u0] + a * b * im[:, v0 + 1, u0 + 1]
+
+
+def good_normalize(u, n, align_corners):
+    return 2 * u / (n - 1) - 1 if align_corners else (2 * u + 1) / n - 1
+
+
+def good_stereo_grid(d):
+    b, _, h, w = d.shape
+    v, u = torch.meshgrid(torch.arange(h, dtype=d.dtype), torch.arange(w, dtype=d.dtype), indexing="ij")
+    return torch.stack([u.expand(b, h, w) - d[:, 0], v.expand(b, h, w)], 1)
+
+
+def _box(t, mode="reflect"):
+    return torch.nn.functional.avg_pool2d(torch.nn.functional.pad(t, (1, 1, 1, 1), mode=mode), 3, 1)
+
+
+def good_ssim(x, y, c1=0.01**2, c2=0.03**2, mode="reflect"):
+    mx, my = _box(x, mode), _box(y, mode)
+    sxx, syy, sxy = _box(x * x, mode) - mx**2, _box(y * y, mode) - my**2, _box(x * y, mode) - mx * my
+    return ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
+
+
+def good_photometric(p, t):
+    return (0.85 * ((1 - good_ssim(p, t)) / 2).clamp(0, 1) + 0.15 * (p - t).abs()).mean(1, keepdim=True)
+
+
+def good_smoothness(d, im, sign=-1.0, normalize=True):
+    if normalize:
+        d = d / (d.mean((2, 3), keepdim=True) + 1e-7)
+    wx = torch.exp(sign * (im[..., :, 1:] - im[..., :, :-1]).abs().mean(1, keepdim=True))
+    wy = torch.exp(sign * (im[..., 1:, :] - im[..., :-1, :]).abs().mean(1, keepdim=True))
+    return ((d[..., :, 1:] - d[..., :, :-1]).abs() * wx).mean() + ((d[..., 1:, :] - d[..., :-1, :]).abs() * wy).mean()
+
+
 # -- wrong answers -------------------------------------------------------------------------------
 
 WRONG = {
@@ -146,6 +184,41 @@ WRONG = {
         lambda K, sx, sy: good_scale(K, 1 / sx, 1 / sy),  # inverse factors
         lambda K, sx, sy: torch.cat([K[:, :2] * torch.tensor([[[sx], [sy]]]).squeeze(-1)[..., None], K[:, 2:]], 1),
     ],
+    "bilinear": [
+        lambda im, u, v: good_bilinear(im, v, u) if max(u, v) < min(im.shape[1:]) - 1 else im[:, 0, 0] * 0,  # u/v swapped
+        lambda im, u, v: im[:, round(v), round(u)],  # nearest neighbour
+        lambda im, u, v: good_bilinear(im, max(u - 0.5, 0.0), max(v - 0.5, 0.0)),  # half-pixel offset
+    ],
+    "normalize": [
+        lambda u, n, ac: 2 * u / (n - 1) - 1,  # ignores align_corners
+        lambda u, n, ac: 2 * u / n - 1,  # neither
+        lambda u, n, ac: good_normalize(u, n, not ac),  # swapped
+        lambda u, n, ac: good_normalize(u + 0.5, n, ac),  # half pixel
+    ],
+    "stereo_grid": [
+        lambda d: good_stereo_grid(-d),  # x + d
+        lambda d: good_stereo_grid(d)[:, [1, 0]],  # v first
+        lambda d: good_stereo_grid(d) - 0.5,  # half pixel
+        lambda d: good_stereo_grid(torch.zeros_like(d)),  # disparity ignored
+    ],
+    "ssim": [
+        lambda x, y: good_ssim(x, y, mode="constant"),  # zero padding
+        lambda x, y: good_ssim(x, y, c1=0.01, c2=0.03),  # constants not squared
+        lambda x, y: good_ssim(x, y, c1=0.0, c2=0.0),  # no constants
+        lambda x, y: good_ssim(x, y, mode="replicate"),  # replicate padding
+    ],
+    "photometric": [
+        lambda p, t: (0.15 * ((1 - good_ssim(p, t)) / 2).clamp(0, 1) + 0.85 * (p - t).abs()).mean(1, keepdim=True),
+        lambda p, t: (0.85 * (1 - good_ssim(p, t)) + 0.15 * (p - t).abs()).mean(1, keepdim=True),
+        lambda p, t: 0.85 * ((1 - good_ssim(p, t)) / 2).clamp(0, 1) + 0.15 * (p - t).abs(),
+        lambda p, t: (p - t).abs().mean(1, keepdim=True),
+    ],
+    "smoothness": [
+        lambda d, im: good_smoothness(d, im, normalize=False),
+        lambda d, im: good_smoothness(d, im, sign=0.0),  # not edge-aware
+        lambda d, im: good_smoothness(d, im, sign=1.0),  # exp(+|dI|)
+        lambda d, im: good_smoothness(d, im) / 2,  # x and y averaged instead of added
+    ],
 }
 
 
@@ -160,6 +233,12 @@ def _call(name, fn, raw):
         "euler": lambda: checks.check_euler_to_matrix(fn),
         "invert": lambda: checks.check_invert_pose(fn),
         "scale": lambda: checks.check_scale_intrinsics(fn),
+        "bilinear": lambda: checks.check_bilinear_at(fn),
+        "normalize": lambda: checks.check_normalize_coords(fn),
+        "stereo_grid": lambda: checks.check_stereo_sampling_grid(fn),
+        "ssim": lambda: checks.check_ssim_map(fn),
+        "photometric": lambda: checks.check_photometric_map(fn),
+        "smoothness": lambda: checks.check_edge_aware_smoothness(fn),
     }[name]()
 
 
@@ -173,6 +252,12 @@ GOOD = {
     "euler": good_euler,
     "invert": good_invert,
     "scale": good_scale,
+    "bilinear": good_bilinear,
+    "normalize": good_normalize,
+    "stereo_grid": good_stereo_grid,
+    "ssim": good_ssim,
+    "photometric": good_photometric,
+    "smoothness": good_smoothness,
 }
 
 
