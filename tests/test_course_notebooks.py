@@ -43,7 +43,13 @@ def student_dir(tmp_path_factory):
 
 def test_the_course_has_its_chapters():
     names = [p.name for p in NOTEBOOKS]
-    for expected in ("00_start_here.ipynb", "01_stereo_disparity_to_depth.ipynb", "02_pinhole_camera_and_motion.ipynb"):
+    for expected in (
+        "00_start_here.ipynb",
+        "01_stereo_disparity_to_depth.ipynb",
+        "02_pinhole_camera_and_motion.ipynb",
+        "03_inverse_warping.ipynb",
+        "04_photometric_losses.ipynb",
+    ):
         assert expected in names
 
 
