@@ -47,8 +47,8 @@ def test_ssim_matches_kornia_box_construction_and_is_one_for_equal_images():
 
 
 def test_ssim_stays_close_to_kornias_gaussian_window_ssim():
-    """kornia.metrics.ssim uses an 11-tap-style Gaussian window (sigma 1.5, here 3 taps), not a
-    box, so the maps differ slightly: on the camera image against a noisy copy the mean absolute
+    """kornia.metrics.ssim weights its window with a Gaussian (sigma 1.5, here cut to 3x3)
+    instead of a box, so the maps differ slightly: on the camera image against a noisy copy the mean absolute
     difference measured 0.0107 (both maps average about 0.335)."""
     x = _camera()
     g = torch.Generator().manual_seed(0)
@@ -147,7 +147,8 @@ def test_photometric_error_formula():
     torch.testing.assert_close(err, 0.85 * dssim + 0.15 * l1, atol=1e-12, rtol=0)
     torch.testing.assert_close(losses.photometric_error(a, b, alpha=0.0), l1, atol=1e-15, rtol=0)
     torch.testing.assert_close(losses.photometric_error(a, b, alpha=1.0), dssim, atol=1e-15, rtol=0)
-    torch.testing.assert_close(losses.photometric_error(a, b, alpha=0.5, reduction="mean"), (0.5 * dssim + 0.5 * l1).mean())
+    half = losses.photometric_error(a, b, alpha=0.5, reduction="mean")
+    torch.testing.assert_close(half, (0.5 * dssim + 0.5 * l1).mean(), atol=1e-14, rtol=0)
 
 
 def test_photometric_error_mask():
@@ -183,15 +184,18 @@ def test_smoothness_scale_invariance_and_constant_disparity():
     base = losses.smoothness(d, img)
     assert float(base) > 0.05
     torch.testing.assert_close(losses.smoothness(5 * d, img), base, atol=0, rtol=1e-6)  # up to the 1e-7 guard
-    torch.testing.assert_close(losses.smoothness(5 * d, img, normalize=False), 5 * losses.smoothness(d, img, normalize=False))
+    raw = losses.smoothness(d, img, normalize=False)
+    torch.testing.assert_close(losses.smoothness(5 * d, img, normalize=False), 5 * raw)  # linear without it
     const = torch.full_like(d, 3.7)
     for order in (1, 2):
         assert float(losses.smoothness(const, img, order=order)) == 0.0
 
 
-def test_smoothness_is_edge_aware():
+@pytest.mark.parametrize("order, ratio", [(1, math.exp(-0.6)), (2, math.exp(-0.3))])
+def test_smoothness_is_edge_aware(order, ratio):
     """The same disparity step (between columns 3 and 4) costs exp(-0.6) times as much where
-    the image also steps by 0.6 there as where the image is flat."""
+    the image also steps by 0.6 there as where the image is flat. Second order: the curvature
+    at columns 3 and 4 is weighted by the mean of the two image gradients around it, (0 + 0.6)/2."""
     h, w = 6, 10
     x = torch.arange(w, dtype=F64).expand(1, 1, h, w)
 
@@ -201,10 +205,10 @@ def test_smoothness_is_edge_aware():
     d = step(4, 1.0, 2.0)
     img_edge_here = step(4, 0.2, 0.8).expand(1, 3, h, w)
     img_edge_elsewhere = step(7, 0.2, 0.8).expand(1, 3, h, w)  # flat at the disparity step
-    at_edge = float(losses.smoothness(d, img_edge_here))
-    in_flat = float(losses.smoothness(d, img_edge_elsewhere))
+    at_edge = float(losses.smoothness(d, img_edge_here, order=order))
+    in_flat = float(losses.smoothness(d, img_edge_elsewhere, order=order))
     assert at_edge < in_flat
-    assert at_edge / in_flat == pytest.approx(math.exp(-0.6), rel=1e-12)
+    assert at_edge / in_flat == pytest.approx(ratio, rel=1e-12)
 
 
 def test_second_order_is_zero_for_a_plane():
@@ -213,6 +217,23 @@ def test_second_order_is_zero_for_a_plane():
     img = _rand(2, 3, 7, 9, seed=18)
     assert float(losses.smoothness(d, img, order=2)) < 1e-14
     assert float(losses.smoothness(d, img, order=1)) > 1e-2
+
+
+def test_smoothness_map_layout():
+    """Rows [1, 2, 4] on a flat image: forward differences 1, 2 sit at columns 0, 1 (none
+    exists at the last column); the second difference 4 + 1 - 2*2 = 1 sits at the centre."""
+    d = torch.tensor([[1.0, 2.0, 4.0], [1.0, 2.0, 4.0]], dtype=F64).expand(1, 1, 2, 3)
+    img = torch.full((1, 3, 2, 3), 0.5, dtype=F64)
+    first = losses.smoothness(d, img, normalize=False, reduction="none")
+    assert first[0, 0].tolist() == [[1.0, 2.0, 0.0], [1.0, 2.0, 0.0]]
+    second = losses.smoothness(d, img, order=2, normalize=False, reduction="none")
+    assert second[0, 0].tolist() == [[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]]
+    col = d.transpose(2, 3).contiguous()  # the same along y
+    assert losses.smoothness(col, img.transpose(2, 3), normalize=False, reduction="none")[0, 0].tolist() == [
+        [1.0, 1.0],
+        [2.0, 2.0],
+        [0.0, 0.0],
+    ]
 
 
 @pytest.mark.parametrize("order", [1, 2])
@@ -229,6 +250,8 @@ def test_smoothness_map_sums_to_the_reduced_value(order):
 
 @pytest.mark.parametrize("order", [1, 2])
 def test_smoothness_ignores_disparity_outside_the_mask(order):
+    """Disparity outside the mask changes neither the reduced loss nor the map: differences need
+    all their pixels valid, and normalisation divides by the mean over the mask."""
     d, img = _rand(2, 1, 9, 9, seed=21), _rand(2, 3, 9, 9, seed=22)
     mask = torch.zeros(2, 1, 9, 9, dtype=torch.bool)
     mask[..., 2:7, 1:6] = True

@@ -286,10 +286,19 @@ def test_points_behind_the_source_camera_are_invalid():
 
 
 def test_non_positive_depth_is_invalid():
+    """The source camera 1 m behind the target: depth 3 lands at z_s = 4 inside the image, and
+    so would depth 0 (z_s = 1, at the principal point) and depth -0.5 (z_s = 0.5, at
+    u_s = 2 cx - u): only the depth test rejects those."""
     depth = torch.full((1, 1, 6, 8), 3.0, dtype=F64)
     depth[0, 0, 1, 2] = 0.0
-    depth[0, 0, 4, 5] = -2.0
-    warped, valid = warping.rigid_warp(_smooth_image(1, 3, 6, 8), depth, _eye(), _K(1, 10.0, 10.0, 3.5, 2.5))
+    depth[0, 0, 4, 5] = -0.5
+    T = _eye()
+    T[0, 2, 3] = 1.0
+    K = _K(1, 10.0, 10.0, 3.5, 2.5)
+    uv, _ = warping.rigid_sample_points(depth, T, K)
+    torch.testing.assert_close(uv[0, :, 1, 2], torch.tensor([3.5, 2.5], dtype=F64))
+    torch.testing.assert_close(uv[0, :, 4, 5], torch.tensor([2.0, 1.0], dtype=F64))
+    warped, valid = warping.rigid_warp(_smooth_image(1, 3, 6, 8), depth, T, K)
     assert torch.equal(valid, depth > 0)
     assert torch.isfinite(warped).all()
 
