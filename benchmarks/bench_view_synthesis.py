@@ -9,8 +9,9 @@ Two pairs, each timed as forward + backward in the same process, side by side:
    the two losses are close but not equal; both values are printed. Gradient w.r.t. ``pred``.
 2. "rigid warp": ``lesson_lib.warping.rigid_warp(source, depth, T_t_to_s, K)`` versus
    ``kornia.geometry.depth.warp_frame_depth(source, depth, T_t_to_s, K)``; the loss is the sum of
-   the warped image, gradients w.r.t. ``source`` and ``depth``. The two warped images must agree
-   to 1e-4 (float32) before anything is timed.
+   the warped image, gradients w.r.t. ``source`` and ``depth``. Before anything is timed the two
+   warped images must agree to 1e-4 in float32 (``--warp-tol``) and to 1e-10 when the same inputs
+   are computed in float64.
 
 Each timed call is: clear the gradients, forward, ``loss.backward()``. The first 3 calls of each
 side are warm-up; then the two sides alternate for ``--repeats`` rounds (so a background load
@@ -20,7 +21,8 @@ every timed call.
 Usage::
 
     python benchmarks/bench_view_synthesis.py [--device cpu|cuda] [--repeats 30]
-        [--batch 4] [--height 128] [--width 416] [--json results.json]
+        [--batch 4] [--height 128] [--width 416] [--seed 0] [--warp-tol 1e-4]
+        [--json results.json]
 
 The ratio column is ``kornia median / course median``: above 1 the course's version is faster
 (2.0 means twice as fast). The stated target is a ratio of at least 1.5 on both pairs.
@@ -47,6 +49,7 @@ from lesson_lib import losses, warping
 TARGET_RATIO = 1.5
 ALPHA = 0.85
 WARMUP = 3
+WARP_TOL64 = 1e-10
 
 
 # ----------------------------------------------------------------------------------------------
@@ -172,6 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=416)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", metavar="PATH", help="also write the numbers to this JSON file")
+    parser.add_argument(
+        "--warp-tol",
+        type=float,
+        default=1e-4,
+        help="largest float32 difference allowed between the two warps before timing (default 1e-4)",
+    )
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda requested but torch.cuda.is_available() is False")
@@ -200,18 +209,29 @@ def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():
         lc = float(course_photometric(pred, target))
         lk = float(kornia_photometric(pred, target))
-        wc = course_warp(source, depth, T, K)
-        wk = kornia_warp(source, depth, T, K)
-    warp_diff = float((wc - wk).abs().max())
+        warp_diff = float((course_warp(source, depth, T, K) - kornia_warp(source, depth, T, K)).abs().max())
+        s64, d64, T64, K64 = (t.double() for t in (source, depth, T, K))
+        warp_diff64 = float((course_warp(s64, d64, T64, K64) - kornia_warp(s64, d64, T64, K64)).abs().max())
     print("checks:")
     print(
         f"  photometric loss : course {lc:.6f}   kornia {lk:.6f}   "
         f"(box vs Gaussian 3x3 SSIM window, so close but not equal)"
     )
-    ok = warp_diff < 1e-4
-    print(f"  rigid warp       : max |course - kornia| = {warp_diff:.3e}  (< 1e-4: {'OK' if ok else 'FAIL'})")
-    if not ok:
-        print("rigid warp outputs differ; not timing", file=sys.stderr)
+    ok32 = warp_diff < args.warp_tol
+    ok64 = warp_diff64 < WARP_TOL64
+    print(
+        f"  rigid warp       : max |course - kornia| = {warp_diff:.3e} in {dtype} "
+        f"(< {args.warp_tol:g}: {'OK' if ok32 else 'FAIL'}), "
+        f"{warp_diff64:.3e} in float64 (< {WARP_TOL64:g}: {'OK' if ok64 else 'FAIL'})"
+    )
+    if not (ok32 and ok64):
+        print(
+            "rigid warp outputs differ; not timing. (In float32 both sides round the projected\n"
+            "coordinates to about 1e-4 pixel, and next to the zero padding at the image border the\n"
+            "output changes by up to one intensity unit per pixel, so float32 differences of about\n"
+            "1e-4 are rounding; the float64 difference shows whether the computations agree.)",
+            file=sys.stderr,
+        )
         return 1
     print()
 
@@ -258,7 +278,12 @@ def main(argv: list[str] | None = None) -> int:
             "repeats": args.repeats,
             "warmup": WARMUP,
             "seed": args.seed,
-            "checks": {"photometric_course": lc, "photometric_kornia": lk, "warp_max_abs_diff": warp_diff},
+            "checks": {
+                "photometric_course": lc,
+                "photometric_kornia": lk,
+                "warp_max_abs_diff": warp_diff,
+                "warp_max_abs_diff_float64": warp_diff64,
+            },
             "results": rows,
             "target_ratio": TARGET_RATIO,
             "target_met": met,

@@ -33,9 +33,37 @@ C1 = 0.01**2
 C2 = 0.03**2
 
 
+def _sum3x3(p: torch.Tensor) -> torch.Tensor:
+    """Sum over each 3x3 window, without padding (``(H, W)`` becomes ``(H-2, W-2)``): the nine
+    shifted views added in row-major order, the order ``avg_pool2d`` adds them in."""
+    h, w = p.shape[-2] - 2, p.shape[-1] - 2
+    s = p[..., :h, :w] + p[..., :h, 1 : w + 1]
+    for i, j in ((0, 2), (1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)):
+        s += p[..., i : i + h, j : j + w]
+    return s
+
+
+class _Mean3x3(torch.autograd.Function):
+    """``F.avg_pool2d(p, kernel_size=3, stride=1)`` in both directions, with the same roundings:
+    forward the window sum divided by 9; backward each pixel collects ``grad / 9`` from the
+    windows that contain it (the zero-padded window sum). On the CPU several times faster."""
+
+    @staticmethod
+    def forward(ctx, p: torch.Tensor) -> torch.Tensor:
+        return _sum3x3(p) / 9
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return _sum3x3(F.pad(grad / 9, (2, 2, 2, 2)))
+
+
 def box_filter3(x: torch.Tensor) -> torch.Tensor:
-    """Mean over each 3x3 neighbourhood, with reflection padding so the size is kept."""
-    return F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), kernel_size=3, stride=1)
+    """Mean over each 3x3 neighbourhood, with reflection padding so the size is kept.
+
+    The same values, to the last bit in float32 and float64 on the CPU, and the same gradients
+    as ``F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), kernel_size=3, stride=1)``.
+    """
+    return _Mean3x3.apply(F.pad(x, (1, 1, 1, 1), mode="reflect"))
 
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor, na: str, nb: str) -> None:
@@ -46,8 +74,10 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor, na: str, nb: str) -> None:
 
 def _moments(x: torch.Tensor, y: torch.Tensor):
     c = x.shape[1]
-    m = box_filter3(torch.cat([x, y, x * x, y * y, x * y], dim=1))  # one pass for all five
-    mu_x, mu_y, exx, eyy, exy = torch.split(m, c, dim=1)
+    # one pass for x's three moments, one for y's two: when y (the target) needs no gradient,
+    # its moments stay out of the backward pass
+    mu_x, exx, exy = torch.split(box_filter3(torch.cat([x, x * x, x * y], dim=1)), c, dim=1)
+    mu_y, eyy = torch.split(box_filter3(torch.cat([y, y * y], dim=1)), c, dim=1)
     return mu_x, mu_y, exx - mu_x * mu_x, eyy - mu_y * mu_y, exy - mu_x * mu_y
 
 

@@ -3,8 +3,20 @@
 - :func:`load_middlebury_motorcycle`: a real rectified stereo pair with ground-truth disparity
   (Middlebury 2014 "Motorcycle", shipped inside scikit-image).
 - :func:`read_pfm` / :func:`write_pfm`: the PFM format Middlebury's full-size data uses.
+- The synthetic driving world (appendix A1): :func:`render_sequence`, :func:`load_sequence`
+  (cached under ``data/cache``), :func:`load_split`, and the datasets :class:`StereoDataset`
+  and :class:`VideoDataset`.
 """
 
+from .synthetic import (
+    Sequence,
+    StereoDataset,
+    VideoDataset,
+    load_sequence,
+    load_split,
+    render_sequence,
+)
+from .world import CameraConfig, MotionConfig, StreetConfig
 from .middlebury import (
     MiddleburyCalibration,
     StereoPair,
@@ -15,6 +27,15 @@ from .middlebury import (
 )
 
 __all__ = [
+    "CameraConfig",
+    "MotionConfig",
+    "StreetConfig",
+    "Sequence",
+    "StereoDataset",
+    "VideoDataset",
+    "load_sequence",
+    "load_split",
+    "render_sequence",
     "MiddleburyCalibration",
     "StereoPair",
     "image_to_tensor",
