@@ -60,8 +60,8 @@ class _Mean3x3(torch.autograd.Function):
 def box_filter3(x: torch.Tensor) -> torch.Tensor:
     """Mean over each 3x3 neighbourhood, with reflection padding so the size is kept.
 
-    The same values, to the last bit in float32 and float64 on the CPU, and the same gradients
-    as ``F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), kernel_size=3, stride=1)``.
+    Values and gradients equal, to the last bit in float32 and float64 on the CPU, those of
+    ``F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), kernel_size=3, stride=1)``.
     """
     return _Mean3x3.apply(F.pad(x, (1, 1, 1, 1), mode="reflect"))
 
@@ -76,8 +76,9 @@ def _moments(x: torch.Tensor, y: torch.Tensor):
     c = x.shape[1]
     # one pass for x's three moments, one for y's two: when y (the target) needs no gradient,
     # its moments stay out of the backward pass
-    mu_x, exx, exy = torch.split(box_filter3(torch.cat([x, x * x, x * y], dim=1)), c, dim=1)
-    mu_y, eyy = torch.split(box_filter3(torch.cat([y, y * y], dim=1)), c, dim=1)
+    xx, yy, xy = x * x, y * y, x * y
+    mu_x, exx, exy = torch.split(box_filter3(torch.cat([x, xx, xy], dim=1)), c, dim=1)
+    mu_y, eyy = torch.split(box_filter3(torch.cat([y, yy], dim=1)), c, dim=1)
     return mu_x, mu_y, exx - mu_x * mu_x, eyy - mu_y * mu_y, exy - mu_x * mu_y
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-__all__ = ["to_numpy_image", "colorize", "show_images", "plot_point_cloud", "draw_camera"]
+__all__ = ["to_numpy_image", "colorize", "show_images", "plot_point_cloud", "draw_camera", "flow_to_rgb", "plot_world_map"]
 
 
 def to_numpy_image(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -138,4 +138,56 @@ def draw_camera(ax, T_cam_to_world: torch.Tensor, size: float = 0.3, color: str 
         ax.plot([W[0, i], W[0, j]], [W[2, i], W[2, j]], [-W[1, i], -W[1, j]], color=color, lw=1.5)
     if label:
         ax.text(W[0, 0], W[2, 0], -W[1, 0], label, color=color)
+    return ax
+
+
+def flow_to_rgb(flow: torch.Tensor | np.ndarray, valid: torch.Tensor | np.ndarray | None = None, max_flow: float | None = None) -> np.ndarray:
+    """Colour-code optical flow ``(2, H, W)``: hue is the direction, saturation the magnitude
+    (relative to ``max_flow``, default the 99th percentile); invalid pixels are black."""
+    from matplotlib.colors import hsv_to_rgb
+
+    f = flow.detach().cpu().numpy() if isinstance(flow, torch.Tensor) else np.asarray(flow)
+    if f.ndim == 4:
+        f = f[0]
+    if f.ndim != 3 or f.shape[0] != 2:
+        raise ValueError(f"flow: expected shape (2, H, W), got {np.shape(flow)}")
+    mag = np.hypot(f[0], f[1])
+    ok = np.ones(mag.shape, bool) if valid is None else to_numpy_image(valid).astype(bool)
+    scale = max_flow or (np.percentile(mag[ok], 99) if ok.any() else 1.0) or 1.0
+    hsv = np.stack([(np.arctan2(f[1], f[0]) / (2 * np.pi)) % 1.0, np.clip(mag / scale, 0, 1), np.ones_like(mag)], -1)
+    rgb = hsv_to_rgb(hsv)
+    rgb[~ok] = 0.0
+    return rgb
+
+
+def plot_world_map(world, frames: Sequence[int] | None = None, ax=None, radius: float = 90.0, time: float = 0.0):
+    """Top view of a synthetic world around the route: box footprints (buildings grey, cars
+    coloured, moving cars outlined in red), the route, and the camera at ``frames``."""
+    from matplotlib.patches import Rectangle
+
+    from .data.textures import CAR
+
+    b = world.boxes
+    route = world.route
+    frames = list(frames) if frames is not None else [0]
+    centre = route[frames, :2].mean(0)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 6))
+    lo = b.lo + b.vel * time
+    hi = b.hi + b.vel * time
+    keep = np.all(np.abs((lo[:, [0, 2]] + hi[:, [0, 2]]) / 2 - centre) < radius, axis=1)
+    for i in np.nonzero(keep)[0]:
+        moving = np.abs(b.vel[i]).sum() > 0
+        colour = np.clip(b.tint[i], 0, 1) if b.side[i] == CAR else (0.6, 0.6, 0.6)
+        ax.add_patch(Rectangle((lo[i, 0], lo[i, 2]), hi[i, 0] - lo[i, 0], hi[i, 2] - lo[i, 2],
+                               facecolor=colour, edgecolor="red" if moving else "none", lw=1.2 if moving else 0))
+    ax.plot(route[:, 0], route[:, 1], color="C0", lw=1.2, label="route")
+    for f in frames:
+        x, z, yaw = route[f, :3]
+        ax.arrow(x, z, 6 * np.sin(yaw), 6 * np.cos(yaw), width=0.6, color="C1")
+    ax.set_xlim(centre[0] - radius, centre[0] + radius)
+    ax.set_ylim(centre[1] - radius, centre[1] + radius)
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (east) [m]")
+    ax.set_ylabel("z (north) [m]")
     return ax

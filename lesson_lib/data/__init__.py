@@ -6,6 +6,8 @@
 - The synthetic driving world (appendix A1): :func:`render_sequence`, :func:`load_sequence`
   (cached under ``data/cache``), :func:`load_split`, and the datasets :class:`StereoDataset`
   and :class:`VideoDataset`.
+- For users who have it, KITTI raw (:class:`KittiStereo`, :class:`KittiVideo`) and a folder of
+  one's own frames (:class:`ImageFolder`), with the same item keys for the shared fields.
 """
 
 from .synthetic import (
@@ -17,6 +19,8 @@ from .synthetic import (
     render_sequence,
 )
 from .world import CameraConfig, MotionConfig, StreetConfig
+from .folder import ImageFolder
+from .kitti import KittiCalibration, KittiStereo, KittiVideo, read_split_file
 from .middlebury import (
     MiddleburyCalibration,
     StereoPair,
@@ -27,6 +31,11 @@ from .middlebury import (
 )
 
 __all__ = [
+    "ImageFolder",
+    "KittiCalibration",
+    "KittiStereo",
+    "KittiVideo",
+    "read_split_file",
     "CameraConfig",
     "MotionConfig",
     "StreetConfig",

@@ -14,11 +14,9 @@ road) and another driving style (faster, more turns), for the generalisation tes
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import warnings
-import zipfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -235,13 +233,15 @@ def load_sequence_file(path: Path, expected_meta: dict | None = None) -> Sequenc
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in ("meta", *_ARRAYS) if k not in z.files]
-            if missing:
-                raise ValueError(f"{path}: cached sequence lacks {missing}")
-            meta = json.loads(str(z["meta"]))
-            arrays = {k: z[k] for k in _ARRAYS}
-    except (OSError, zipfile.BadZipFile, EOFError, json.JSONDecodeError, io.UnsupportedOperation) as exc:
+            if not missing:
+                meta = json.loads(str(z["meta"]))
+                arrays = {k: z[k] for k in _ARRAYS}
+    except Exception as exc:  # damaged bytes fail in zipfile, zlib, numpy's header parser or json
         raise ValueError(f"{path}: not a readable cached sequence ({exc})") from exc
+    if missing:
+        raise ValueError(f"{path}: cached sequence lacks {missing}")
     if expected_meta is not None:
+        expected_meta = json.loads(json.dumps(expected_meta))  # as stored: tuples become lists
         stale = {k: (meta.get(k), v) for k, v in expected_meta.items() if meta.get(k) != v}
         if stale:
             raise ValueError(f"{path}: rendered with other parameters: {sorted(stale)}")
@@ -389,7 +389,8 @@ class VideoDataset(Dataset):
     Items: ``{"target": (3, H, W); "sources": (S, 3, H, W) in frame order without the target;
     "K": (3, 3); "T_t_to_s": (S, 4, 4) ground-truth poses mapping target-frame points into each
     source frame; "depth": (1, H, W) target z-depth (0 = sky); "moving": (1, H, W) bool;
-    "flow": (2, H, W) target-to-next-frame flow and "flow_valid": (1, H, W)}``.
+    "flow": (2, H, W) target-to-next-frame flow and "flow_valid": (1, H, W); "has_pose": True
+    (as in :class:`~lesson_lib.data.KittiVideo`)}``.
 
     Snippets in which the camera does not move between consecutive frames are left out (as
     SfMLearner's data preparation does): with no motion there is no parallax to learn from.
@@ -446,4 +447,5 @@ class VideoDataset(Dataset):
             "moving": torch.from_numpy(seq.moving_mask(c))[None],
             "flow": torch.from_numpy(flow),
             "flow_valid": torch.from_numpy(valid)[None],
+            "has_pose": torch.tensor(True),
         }

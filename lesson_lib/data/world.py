@@ -221,7 +221,7 @@ def _block_side(boxes: _BoxList, rng: np.random.Generator, cfg: StreetConfig, st
 _HEADINGS = np.array([[0.0, 1.0], [1.0, 0.0], [0.0, -1.0], [-1.0, 0.0]])  # N, E, S, W as (x, z)
 
 
-def _plan_route(rng: np.random.Generator, pitch: tuple[float, float], motion: MotionConfig, n_frames: int):
+def _plan_route(rng: np.random.Generator, speed_rng: np.random.Generator, pitch: tuple[float, float], motion: MotionConfig, n_frames: int):
     """Lane centre polyline through the grid, filleted turns, and a speed profile.
 
     Returns per-frame ``(x, z, yaw, t)`` and speeds.
@@ -234,8 +234,8 @@ def _plan_route(rng: np.random.Generator, pitch: tuple[float, float], motion: Mo
     pos = np.array([x_street + tx.LANE / 2, -40.0])
     corners.append(pos.copy())
     travelled = 0.0
-    # start between intersections: the next intersection is ahead along z
-    node = np.array([0.0, 0.0])
+    # start 40 m before the first intersection, where the first choice is made
+    node = np.array([0.0, -pitch[1]])
     last_turn = False
     while travelled < dist_needed:
         d = _HEADINGS[heading]
@@ -270,6 +270,7 @@ def _plan_route(rng: np.random.Generator, pitch: tuple[float, float], motion: Mo
     # speed profile: piecewise targets with bounded acceleration, stops, slow turns
     dt = 1.0 / motion.fps
     speeds, s_frames = [], []
+    rng = speed_rng  # speeds draw from their own stream, so the streets do not depend on them
     s, v, target, timer = 0.0, rng.uniform(motion.min_speed, motion.max_speed), 0.0, 0.0
     for _ in range(n_frames):
         if timer <= 0:
@@ -332,10 +333,17 @@ def _fillet(corners: np.ndarray, radius: float, step: float = 0.25):
 
 
 def build_world(seed: int, n_frames: int, streets: StreetConfig = StreetConfig(), motion: MotionConfig = MotionConfig()) -> World:
-    """Generate a world and the route of ``n_frames`` frames from ``seed`` (deterministic)."""
-    rng = np.random.default_rng(seed)
+    """Generate a world and the route of ``n_frames`` frames from ``seed`` (deterministic).
+
+    Separate random streams for the grid, the route, the speeds, each block and each stretch of
+    road make a longer drive through the same seed's world see the same streets: the first
+    ``n`` frames of a longer sequence are the frames of a shorter one.
+    """
+    if n_frames < 1:
+        raise ValueError(f"n_frames must be >= 1, got {n_frames}")
+    rng = np.random.default_rng([seed, 0])
     pitch = (float(rng.uniform(*streets.block)), float(rng.uniform(*streets.block)))
-    route, speeds, corners = _plan_route(rng, pitch, motion, n_frames)
+    route, speeds, corners = _plan_route(np.random.default_rng([seed, 1]), np.random.default_rng([seed, 2]), pitch, motion, n_frames)
     boxes = _BoxList()
     R = HALF_ROAD
     # blocks touched by the route (with a margin)
@@ -345,6 +353,7 @@ def build_world(seed: int, n_frames: int, streets: StreetConfig = StreetConfig()
     j0, j1 = int(np.floor((zs.min() - 150) / pitch[1])), int(np.ceil((zs.max() + 150) / pitch[1]))
     for i in range(i0, i1):
         for j in range(j0, j1):
+            rng = np.random.default_rng([seed, 3, i + 100_000, j + 100_000])
             x_lo, x_hi = i * pitch[0] + R, (i + 1) * pitch[0] - R
             z_lo, z_hi = j * pitch[1] + R, (j + 1) * pitch[1] - R
             _block_side(boxes, rng, streets, z_lo, z_hi, x_lo, +1, along_z=True)
@@ -373,6 +382,7 @@ def build_world(seed: int, n_frames: int, streets: StreetConfig = StreetConfig()
         left = np.array([-d[1], d[0]])
         along_z = bool(abs(d[1]) > 0.5)
         t_enter = float(route[np.argmin(np.linalg.norm(route[:, :2] - p, axis=1)), 3])
+        rng = np.random.default_rng([seed, 4, k])
         for _ in range(rng.poisson(streets.moving_cars_per_100m * (length + 200.0) / 100.0)):
             s_meet = rng.uniform(-50.0, length + 150.0)  # where it would be at t_enter
             speed = rng.uniform(4.0, 12.0)
@@ -401,6 +411,23 @@ def _drop_collisions(b: Boxes, route: np.ndarray, clearance: float = 1.6) -> Box
     gap = np.maximum(np.maximum(lo - cam, cam - hi), 0.0)
     dist = np.linalg.norm(gap, axis=-1).min(axis=0)  # (M,)
     bad_objects = np.unique(b.obj[(dist < clearance) & (b.obj > 0)])
+    # moving cars must not drive through one another (their coplanar faces would z-fight, and
+    # the flow's depth test could not tell one car from the other): of two cars whose
+    # footprints overlap at any frame, the one generated first stays
+    mv = np.nonzero((np.abs(b.vel).sum(1) > 0) & ~np.isin(b.obj, bad_objects))[0]
+    touch = np.zeros((len(mv), len(mv)), bool)
+    for f0 in range(0, len(t), 64):
+        lo_m, hi_m = lo[f0:f0 + 64, mv], hi[f0:f0 + 64, mv]  # (f, m, 2)
+        ov = np.minimum(hi_m[:, :, None], hi_m[:, None]) - np.maximum(lo_m[:, :, None], lo_m[:, None])
+        touch |= (ov > 0).all(-1).any(0)
+    ids = b.obj[mv]
+    touch &= ids[:, None] != ids[None]
+    dropped: set[int] = set()
+    for o in np.unique(ids):  # ascending ids: earlier cars first
+        others = np.unique(ids[touch[ids == o].any(0)])
+        if any(x < o and x not in dropped for x in others.tolist()):
+            dropped.add(int(o))
+    bad_objects = np.union1d(bad_objects, np.array(sorted(dropped), dtype=b.obj.dtype))
     keep = ~np.isin(b.obj, bad_objects)
     return Boxes(b.lo[keep], b.hi[keep], b.side[keep], b.top[keep], b.tint[keep], b.obj[keep], b.vel[keep])
 
