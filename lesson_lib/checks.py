@@ -47,6 +47,7 @@ __all__ = [
     "check_ssim_map",
     "check_photometric_map",
     "check_edge_aware_smoothness",
+    "check_ray_box",
 ]
 
 
@@ -123,14 +124,15 @@ def _describe_mismatch(got: Any, want: Any, rtol: float, atol: float) -> str | N
                 )
             continue
         g, w = g.double(), w.double()
-        nonfinite = ~torch.isfinite(g)
+        same_inf = torch.isinf(w) & (g == w)  # an expected infinity ("no hit") matched exactly
+        nonfinite = ~torch.isfinite(g) & ~same_inf
         if bool(nonfinite.any()):
             i = int(nonfinite.flatten().nonzero()[0])
             return (
                 f"{what}{int(nonfinite.sum())} entries are inf or NaN, first at index "
                 f"{_index(i, g.shape)} (expected {float(w.flatten()[i]):.6g})"
             )
-        bad = ~torch.isclose(g, w, rtol=rtol, atol=atol)
+        bad = ~torch.isclose(g, w, rtol=rtol, atol=atol) & ~same_inf
         if bool(bad.any()):
             i = int(bad.flatten().nonzero()[0])
             return (
@@ -657,3 +659,59 @@ def _plus_exp(d, im):
     ix = (im[..., :, 1:] - im[..., :, :-1]).abs().mean(1, keepdim=True)
     iy = (im[..., 1:, :] - im[..., :-1, :]).abs().mean(1, keepdim=True)
     return ((d[..., :, 1:] - d[..., :, :-1]).abs() * torch.exp(ix)).mean() + ((d[..., 1:, :] - d[..., :-1, :]).abs() * torch.exp(iy)).mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# Appendix A1: the synthetic world
+# ---------------------------------------------------------------------------------------------
+
+
+def _ref_ray_box(origin, direction, lo, hi):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t0 = (np.asarray(lo, float) - origin) / direction
+        t1 = (np.asarray(hi, float) - origin) / direction
+    near = np.nanmax(np.minimum(t0, t1))
+    far = np.nanmin(np.maximum(t0, t1))
+    return torch.tensor(near if (far >= near and far > 0 and near > 0) else math.inf, dtype=torch.float64)
+
+
+def check_ray_box(student_fn: Callable) -> bool:
+    """Exercise A1.1: ``fn(origin (3,), direction (3,), lo (3,), hi (3,)) -> t`` where the ray
+    ``origin + t * direction`` enters the box, or ``inf`` when it misses it (or the box is
+    behind the origin). Directions have no zero components here."""
+    o = np.zeros(3)
+    cases = [
+        Case("straight ahead into a box", (o, np.array([0.01, 0.02, 1.0]), np.array([-1.0, -1.0, 5.0]), np.array([1.0, 1.0, 7.0]))),
+        Case("a ray going left (negative x) into a box on the left", (o, np.array([-1.0, 0.05, 0.5]), np.array([-6.0, -1.0, 1.0]), np.array([-4.0, 1.0, 4.0]))),
+        Case("a box entered through its side face", (o, np.array([0.3, 0.01, 1.0]), np.array([1.0, -1.0, 2.0]), np.array([2.0, 1.0, 9.0]))),
+        Case("a miss (passes beside the box)", (o, np.array([0.5, 0.01, 1.0]), np.array([-3.0, -1.0, 5.0]), np.array([-2.0, 1.0, 6.0]))),
+        Case("a box behind the camera", (o, np.array([0.01, 0.01, 1.0]), np.array([-1.0, -1.0, -6.0]), np.array([1.0, 1.0, -4.0]))),
+    ]
+
+    def exit_distance(o_, d, lo, hi):
+        t0, t1 = (lo - o_) / d, (hi - o_) / d
+        near, far = np.minimum(t0, t1).max(), np.maximum(t0, t1).min()
+        return torch.tensor(far if far >= near and near > 0 else math.inf, dtype=torch.float64)
+
+    def no_swap(o_, d, lo, hi):
+        t0, t1 = (lo - o_) / d, (hi - o_) / d
+        near, far = t0.max(), t1.min()
+        return torch.tensor(near if far >= near and near > 0 else math.inf, dtype=torch.float64)
+
+    def min_of_near(o_, d, lo, hi):
+        t0, t1 = (lo - o_) / d, (hi - o_) / d
+        near, far = np.minimum(t0, t1).min(), np.maximum(t0, t1).min()
+        return torch.tensor(near if far >= near and near > 0 else math.inf, dtype=torch.float64)
+
+    def behind_too(o_, d, lo, hi):
+        t0, t1 = (lo - o_) / d, (hi - o_) / d
+        near, far = np.minimum(t0, t1).max(), np.maximum(t0, t1).min()
+        return torch.tensor(near if far >= near else math.inf, dtype=torch.float64)
+
+    mistakes = [
+        (exit_distance, "that is where the ray leaves the box; it enters at the largest of the per-axis near distances"),
+        (no_swap, "when the direction is negative along an axis, (lo - o)/d is the far distance: take min and max of the two per axis"),
+        (min_of_near, "the ray is inside the box only once it is inside all three slabs: enter at the *largest* near distance"),
+        (behind_too, "a box behind the origin (negative distances) is not hit"),
+    ]
+    return run_check("Exercise A1.1 (ray_box)", student_fn, _ref_ray_box, cases, mistakes, rtol=1e-9, atol=1e-9)

@@ -126,6 +126,12 @@ def good_smoothness(d, im, sign=-1.0, normalize=True):
     return ((d[..., :, 1:] - d[..., :, :-1]).abs() * wx).mean() + ((d[..., 1:, :] - d[..., :-1, :]).abs() * wy).mean()
 
 
+def good_ray_box(o, d, lo, hi):
+    t0, t1 = (lo - o) / d, (hi - o) / d
+    near, far = np.minimum(t0, t1).max(), np.maximum(t0, t1).min()
+    return float(near) if far >= near and near > 0 else float("inf")
+
+
 # -- wrong answers -------------------------------------------------------------------------------
 
 WRONG = {
@@ -219,6 +225,12 @@ WRONG = {
         lambda d, im: good_smoothness(d, im, sign=1.0),  # exp(+|dI|)
         lambda d, im: good_smoothness(d, im) / 2,  # x and y averaged instead of added
     ],
+    "ray_box": [
+        lambda o, d, lo, hi: float(np.maximum((lo - o) / d, (hi - o) / d).min()),  # exit, no miss test
+        lambda o, d, lo, hi: good_ray_box(o, np.abs(d), lo, hi),  # ignores the sign of the direction
+        lambda o, d, lo, hi: float(np.minimum((lo - o) / d, (hi - o) / d).max()),  # never reports a miss
+        lambda o, d, lo, hi: good_ray_box(o, d, lo - 0.5, hi + 0.5),  # box half a metre too big
+    ],
 }
 
 
@@ -239,6 +251,7 @@ def _call(name, fn, raw):
         "ssim": lambda: checks.check_ssim_map(fn),
         "photometric": lambda: checks.check_photometric_map(fn),
         "smoothness": lambda: checks.check_edge_aware_smoothness(fn),
+        "ray_box": lambda: checks.check_ray_box(fn),
     }[name]()
 
 
@@ -258,6 +271,7 @@ GOOD = {
     "ssim": good_ssim,
     "photometric": good_photometric,
     "smoothness": good_smoothness,
+    "ray_box": good_ray_box,
 }
 
 

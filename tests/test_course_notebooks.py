@@ -25,7 +25,7 @@ def _solution_lines(cell) -> list[str]:
             inside = True
         elif "END SOLUTION" in line:
             inside = False
-        elif inside and line.strip():
+        elif inside and any(ch.isalnum() for ch in line):  # lines of only brackets say nothing
             lines.append(line.strip())
     return lines
 

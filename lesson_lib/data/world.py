@@ -34,7 +34,7 @@ import torch
 
 from . import textures as tx
 
-RENDERER_VERSION = "1"
+RENDERER_VERSION = "5"  # bump whenever a seed renders differently: the cache key includes it
 PARKING = 2.3  # parking strip between the driving lane and the kerb [m]
 HALF_ROAD = 3.5 + PARKING  # street centre to kerb [m]
 SKY_DEPTH = 0.0  # depth stored for sky pixels (invalid)
@@ -279,7 +279,10 @@ def _plan_route(rng: np.random.Generator, speed_rng: np.random.Generator, pitch:
             else:
                 target, timer = rng.uniform(motion.min_speed, motion.max_speed), rng.uniform(2.0, 5.0)
         i = min(np.searchsorted(s_cum, s), len(on_arc) - 1)
-        cap = motion.turn_speed if on_arc[max(i - 1, 0)] or on_arc[min(i + 15, len(on_arc) - 1)] else motion.max_speed
+        # brake in time: look ahead by the braking distance to the turn speed (plus a margin)
+        brake = max(v * v - motion.turn_speed**2, 0.0) / (2 * motion.acceleration) + 3.0
+        j = min(int(np.searchsorted(s_cum, s + brake)), len(on_arc) - 1)
+        cap = motion.turn_speed if on_arc[max(i - 1, 0) : j + 1].any() else motion.max_speed
         goal = min(target, cap)
         v = float(np.clip(goal, v - motion.acceleration * dt, v + motion.acceleration * dt))
         if v < 0.05 and goal == 0.0:
@@ -411,6 +414,14 @@ def _drop_collisions(b: Boxes, route: np.ndarray, clearance: float = 1.6) -> Box
     gap = np.maximum(np.maximum(lo - cam, cam - hi), 0.0)
     dist = np.linalg.norm(gap, axis=-1).min(axis=0)  # (M,)
     bad_objects = np.unique(b.obj[(dist < clearance) & (b.obj > 0)])
+    # no car right in front of the camera in its own lane (a car crossing the path of a turning
+    # camera would fill the whole image)
+    yaw = route[:, 2][:, None]
+    centre = (lo + hi) / 2 - cam  # (F, M, 2)
+    fwd = centre[..., 0] * np.sin(yaw) + centre[..., 1] * np.cos(yaw)
+    lat = centre[..., 0] * np.cos(yaw) - centre[..., 1] * np.sin(yaw)
+    ahead = ((fwd > 0) & (fwd < 10.0) & (np.abs(lat) < 2.2)).any(axis=0) & (b.side == tx.CAR)
+    bad_objects = np.union1d(bad_objects, np.unique(b.obj[ahead & (b.obj > 0)]))
     # moving cars must not drive through one another (their coplanar faces would z-fight, and
     # the flow's depth test could not tell one car from the other): of two cars whose
     # footprints overlap at any frame, the one generated first stays
@@ -438,6 +449,7 @@ def _drop_collisions(b: Boxes, route: np.ndarray, clearance: float = 1.6) -> Box
 
 SUN = np.array([0.45, -1.0, -0.3]) / np.linalg.norm([0.45, -1.0, -0.3])  # towards the sun (y down)
 K_CANDIDATES = 32  # boxes kept per column, nearest first
+ANISO = 3  # texture taps along the major axis of a pixel's footprint
 
 
 @dataclass
@@ -579,7 +591,7 @@ class Renderer:
         mat = torch.where(face >= 2, box_top, box_side)
         a = torch.where(is_x, P[2], P[0])
         bcoord = torch.where(is_x | is_z, P[1], P[2])
-        gmat, ga, gb = _ground_material(P[0], P[2], self.world.pitch)
+        gmat, ga, gb, gswap = _ground_material(P[0], P[2], self.world.pitch)
         mat = torch.where(on_ground, gmat, mat)
         a = torch.where(on_ground, ga, a)
         bcoord = torch.where(on_ground, gb, bcoord)
@@ -587,12 +599,40 @@ class Renderer:
         moving_px = box_moving & ~on_ground & ~sky
         a = a - torch.where(moving_px, torch.where(is_x, box_vel[..., 2], box_vel[..., 0]) * time, torch.zeros_like(a))
         bcoord = bcoord - torch.where(moving_px & ~(is_x | is_z), box_vel[..., 2] * time, torch.zeros_like(a))
-        ray_len = torch.sqrt(dx[None] ** 2 + ys[:, None] ** 2 + dz[None] ** 2)
-        cos_inc = ((n[0] * dx[None] + n[1] * ys[:, None] + n[2] * dz[None]).abs() / ray_len).clamp(min=0.05)
-        footprint = zc / ((fx + fy) / 2) / cos_inc.sqrt()  # metres per pixel on the surface
+        # anisotropic filtering: a pixel's footprint on a surface seen at a grazing angle is long
+        # along the ray's projection onto the surface (major axis, (z/f)/cos) and short across it
+        # (minor axis, z/f). Average ANISO taps spread along the major axis, each read from the
+        # mip level that matches the footprint's share of one tap.
+        Dx, Dy, Dz = dx[None].expand(height, -1), ys[:, None].expand(-1, width), dz[None].expand(height, -1)
+        ray_len = torch.sqrt(Dx**2 + Dy**2 + Dz**2)
+        cos_inc = ((n[0] * Dx + n[1] * Dy + n[2] * Dz).abs() / ray_len).clamp(min=0.02)
+        da = torch.where(is_x, Dz, Dx)
+        db = torch.where(is_x | is_z, Dy, Dz)
+        da, db = torch.where(on_ground & gswap, Dz, da), torch.where(on_ground & gswap, Dx, db)
+        norm = torch.sqrt(da**2 + db**2).clamp(min=1e-9)
+        minor = zc / ((fx + fy) / 2)  # metres per pixel across the ray
+        major = minor / cos_inc
         texels_per_m = tx.TEX / self.atlas.tile_m.min(dim=-1).values[mat]
-        level = torch.log2((footprint * texels_per_m).clamp(min=1.0))
-        colour = tx.sample_atlas(self.atlas, mat.flatten(), a.flatten(), bcoord.flatten(), level.flatten()).reshape(3, height, width)
+        level = torch.log2((torch.maximum(minor, major / ANISO) * texels_per_m).clamp(min=1.0))
+        # centre tap for every surface pixel; the side taps only where the footprint is elongated
+        surf = (~sky).flatten().nonzero()[:, 0]
+        elong = (~sky & (major > 1.5 * minor)).flatten().nonzero()[:, 0]
+        ua, ub = (da / norm).flatten(), (db / norm).flatten()
+        af, bf, lf, mf, majf = a.flatten(), bcoord.flatten(), level.flatten(), mat.flatten(), major.flatten()
+        idx = [surf]
+        aa, bb = [af[surf]], [bf[surf]]
+        for k in range(ANISO):
+            step = (k - (ANISO - 1) / 2) / ANISO
+            if step == 0:
+                continue
+            idx.append(elong)
+            aa.append(af[elong] + step * majf[elong] * ua[elong])
+            bb.append(bf[elong] + step * majf[elong] * ub[elong])
+        idx_all = torch.cat(idx)
+        taps = tx.sample_atlas(self.atlas, mf[idx_all], torch.cat(aa), torch.cat(bb), lf[idx_all])  # (3, T)
+        total = torch.zeros(3, height * width, device=dev).index_add_(1, idx_all, taps)
+        count = torch.zeros(height * width, device=dev).index_add_(0, idx_all, torch.ones_like(idx_all, dtype=f32))
+        colour = (total / count.clamp(min=1.0)).reshape(3, height, width)
         tint = torch.where(on_ground[None], torch.ones(3, 1, 1, device=dev), box_tint.permute(2, 0, 1))
         sun = torch.as_tensor(SUN, dtype=f32, device=dev)
         shade = 0.6 + 0.4 * (n * sun[:, None, None]).sum(0).clamp(min=0)
@@ -615,7 +655,8 @@ def _sky(ys: torch.Tensor, width: int) -> torch.Tensor:
 
 def _ground_material(x: torch.Tensor, z: torch.Tensor, pitch: tuple[float, float]):
     """Road (with markings) along streets, plain asphalt in parking strips and intersections,
-    grass lots inside blocks. Returns material ids and texture coordinates (a, b) in metres."""
+    grass lots inside blocks. Returns material ids, texture coordinates (a, b) in metres, and
+    where (a, b) are (z, x) rather than (x, z) (east-west roads)."""
     ox = x - torch.round(x / pitch[0]) * pitch[0]  # offset from the nearest north-south street centre
     oz = z - torch.round(z / pitch[1]) * pitch[1]
     on_ns, on_ew = ox.abs() < HALF_ROAD, oz.abs() < HALF_ROAD
@@ -628,7 +669,7 @@ def _ground_material(x: torch.Tensor, z: torch.Tensor, pitch: tuple[float, float
     mat = torch.where(road_ns | road_ew, torch.full_like(mat, tx.ROAD), mat)
     a = torch.where(road_ns, ox + tx.LANE, torch.where(road_ew, oz + tx.LANE, a))
     b = torch.where(road_ns, z, torch.where(road_ew, x, b))
-    return mat, a, b
+    return mat, a, b, road_ew
 
 
 _ATLAS: tx.TextureAtlas | None = None
