@@ -27,14 +27,14 @@ pixel's footprint on the surface, so distant textures are filtered and do not sh
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from . import textures as tx
 
-RENDERER_VERSION = "5"  # bump whenever a seed renders differently: the cache key includes it
+RENDERER_VERSION = "7"  # bump whenever a seed renders differently: the cache key includes it
 PARKING = 2.3  # parking strip between the driving lane and the kerb [m]
 HALF_ROAD = 3.5 + PARKING  # street centre to kerb [m]
 SKY_DEPTH = 0.0  # depth stored for sky pixels (invalid)
@@ -228,7 +228,7 @@ def _plan_route(rng: np.random.Generator, speed_rng: np.random.Generator, pitch:
     """
     # corners of the lane centre line: drive in the right lane (offset LANE/2 to the right)
     heading = 0  # north
-    x_street, z_street = 0.0, 0.0
+    x_street = 0.0
     dist_needed = motion.max_speed * n_frames / motion.fps + 200.0
     corners = []
     pos = np.array([x_street + tx.LANE / 2, -40.0])
@@ -449,7 +449,7 @@ def _drop_collisions(b: Boxes, route: np.ndarray, clearance: float = 1.6) -> Box
 
 SUN = np.array([0.45, -1.0, -0.3]) / np.linalg.norm([0.45, -1.0, -0.3])  # towards the sun (y down)
 K_CANDIDATES = 32  # boxes kept per column, nearest first
-ANISO = 3  # texture taps along the major axis of a pixel's footprint
+ANISO = 3  # texture taps along the major axis of an elongated footprint (centre and two sides)
 
 
 @dataclass
@@ -468,8 +468,11 @@ class View:
 class Renderer:
     """Renders views of one world (keeps the boxes and the texture atlas as tensors)."""
 
-    def __init__(self, world: World, device: torch.device | str = "cpu") -> None:
+    def __init__(self, world: World, device: torch.device | str = "cpu", filtering: bool = True) -> None:
+        """``filtering=False`` reads textures at full resolution only (no mip-maps, no
+        anisotropic taps): aliased, for showing what the filtering is for."""
         self.world = world
+        self.filtering = filtering
         self.device = torch.device(device)
         b = world.boxes
         t = lambda a, dt=torch.float32: torch.as_tensor(a, dtype=dt, device=self.device)  # noqa: E731
@@ -614,24 +617,25 @@ class Renderer:
         major = minor / cos_inc
         texels_per_m = tx.TEX / self.atlas.tile_m.min(dim=-1).values[mat]
         level = torch.log2((torch.maximum(minor, major / ANISO) * texels_per_m).clamp(min=1.0))
-        # centre tap for every surface pixel; the side taps only where the footprint is elongated
+        if not self.filtering:
+            level = torch.zeros_like(level)
+        # a trilinear centre tap for every surface pixel; two bilinear side taps at +-major/4
+        # where the footprint is elongated
         surf = (~sky).flatten().nonzero()[:, 0]
-        elong = (~sky & (major > 1.5 * minor)).flatten().nonzero()[:, 0]
+        elong = (~sky & (major > 1.5 * minor) & self.filtering).flatten().nonzero()[:, 0]
         ua, ub = (da / norm).flatten(), (db / norm).flatten()
         af, bf, lf, mf, majf = a.flatten(), bcoord.flatten(), level.flatten(), mat.flatten(), major.flatten()
-        idx = [surf]
-        aa, bb = [af[surf]], [bf[surf]]
-        for k in range(ANISO):
-            step = (k - (ANISO - 1) / 2) / ANISO
-            if step == 0:
-                continue
-            idx.append(elong)
-            aa.append(af[elong] + step * majf[elong] * ua[elong])
-            bb.append(bf[elong] + step * majf[elong] * ub[elong])
-        idx_all = torch.cat(idx)
-        taps = tx.sample_atlas(self.atlas, mf[idx_all], torch.cat(aa), torch.cat(bb), lf[idx_all])  # (3, T)
-        total = torch.zeros(3, height * width, device=dev).index_add_(1, idx_all, taps)
-        count = torch.zeros(height * width, device=dev).index_add_(0, idx_all, torch.ones_like(idx_all, dtype=f32))
+        centre = tx.sample_atlas(self.atlas, mf[surf], af[surf], bf[surf], lf[surf])  # trilinear
+        total = torch.zeros(3, height * width, device=dev).index_copy_(1, surf, centre)
+        count = torch.zeros(height * width, device=dev).index_fill_(0, surf, 1.0)
+        if len(elong):
+            off = torch.tensor([-0.25, 0.25], device=dev, dtype=f32)[:, None] * majf[elong][None]  # (2, E)
+            side = tx.sample_atlas(
+                self.atlas, mf[elong].repeat(2), (af[elong][None] + off * ua[elong][None]).flatten(),
+                (bf[elong][None] + off * ub[elong][None]).flatten(), lf[elong].repeat(2), trilinear=False,
+            )
+            total.index_add_(1, elong.repeat(2), side)
+            count.index_add_(0, elong, torch.full_like(elong, 2, dtype=f32))
         colour = (total / count.clamp(min=1.0)).reshape(3, height, width)
         tint = torch.where(on_ground[None], torch.ones(3, 1, 1, device=dev), box_tint.permute(2, 0, 1))
         sun = torch.as_tensor(SUN, dtype=f32, device=dev)
