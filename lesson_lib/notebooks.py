@@ -16,8 +16,11 @@ def execute_notebook(path: Path, timeout: int = 600) -> float:
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:  # no per-cell timestamps: they would change on every run
+        cell.metadata.pop("execution", None)
     client = NotebookClient(
-        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+        nb, timeout=timeout, kernel_name="python3", record_timing=False,
+        resources={"metadata": {"path": str(path.parent)}},
     )
     start = time.perf_counter()
     client.execute()

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..camera import backproject, pixel_grid, project_points
+from ..pose import invert_pose, transform_points
 from .world import RENDERER_VERSION, CameraConfig, MotionConfig, Renderer, StreetConfig, build_world
 
 SPLIT_OFFSETS = {"train": 0, "val": 10_000, "test": 20_000, "test_shifted": 30_000}
@@ -99,24 +101,25 @@ def flow_from_depth(depth_t, velocity_t, T_cw_t, T_cw_t1, K, dt, depth_t1, occlu
     Returns:
         ``flow (2, H, W)`` float32 (0 where invalid) and ``valid (H, W)`` bool.
     """
+    # chapter 02's pieces, in float64: back-project, move with the object, change frames, project
     H, W = depth_t.shape
-    v, u = np.meshgrid(np.arange(H, dtype=np.float64), np.arange(W, dtype=np.float64), indexing="ij")
-    Kinv = np.linalg.inv(K)
-    rays = Kinv @ np.stack([u.ravel(), v.ravel(), np.ones(H * W)])
-    P_cam = rays * depth_t.ravel().astype(np.float64)
-    P_world = T_cw_t[:3, :3] @ P_cam + T_cw_t[:3, 3:] + velocity_t.reshape(-1, 3).T * dt
-    T_wc1 = np.linalg.inv(T_cw_t1)
-    P1 = T_wc1[:3, :3] @ P_world + T_wc1[:3, 3:]
-    p = K @ P1
-    z = p[2]
-    uv = p[:2] / np.maximum(z, 1e-3)
-    inside = (uv[0] >= 0) & (uv[0] <= W - 1) & (uv[1] >= 0) & (uv[1] <= H - 1) & (z > 0.1)
+    f64 = torch.float64
+    D = torch.from_numpy(np.asarray(depth_t, np.float64))[None, None]
+    Kt = torch.from_numpy(np.asarray(K, np.float64))[None]
+    P_cam = backproject(D, Kt).reshape(1, 3, H * W)
+    P_world = transform_points(torch.from_numpy(np.asarray(T_cw_t, np.float64))[None], P_cam)
+    P_world = P_world + torch.from_numpy(np.asarray(velocity_t, np.float64)).reshape(-1, 3).T[None] * dt
+    T_wc1 = invert_pose(torch.from_numpy(np.asarray(T_cw_t1, np.float64))[None])
+    P1 = transform_points(T_wc1, P_world)
+    uv_t, in_front = project_points(P1, Kt, eps=0.1)
+    uv, z = uv_t[0].numpy(), P1[0, 2].numpy()
+    inside = (uv[0] >= 0) & (uv[0] <= W - 1) & (uv[1] >= 0) & (uv[1] <= H - 1) & in_front[0, 0].numpy()
     ui = np.clip(np.rint(uv[0]), 0, W - 1).astype(np.int64)
     vi = np.clip(np.rint(uv[1]), 0, H - 1).astype(np.int64)
     d_next = depth_t1[vi, ui].astype(np.float64)
     visible = (d_next > 0) & (np.abs(d_next - z) < occlusion_tolerance * z + 0.05)
     valid = (inside & visible & (depth_t.ravel() > 0)).reshape(H, W)
-    flow = (uv - np.stack([u.ravel(), v.ravel()])).reshape(2, H, W)
+    flow = (uv - pixel_grid(H, W, f64)[:2].reshape(2, -1).numpy()).reshape(2, H, W)
     return np.where(valid[None], flow, 0.0).astype(np.float32), valid
 
 
