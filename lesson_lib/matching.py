@@ -21,6 +21,9 @@ picks, on its own, the disparity whose aggregated matching cost is lowest.
 3. **Left-right check**: a left pixel is consistent when the right disparity map, read at the
    pixel it matches (``x - d_left``), gives back the same disparity (within ``threshold``).
    Occluded pixels (seen by one camera only) and most mismatches fail it.
+4. **Fill**: a pixel that failed the check most likely belongs to the background (it is hidden
+   behind something nearer in the other view), so it takes the smaller of the nearest
+   consistent disparities to its left and right on its row.
 
 Conventions (shared by the whole course): the left pixel ``x`` matches the right pixel
 ``x - d`` with ``d >= 0`` in pixels; the right pixel ``x`` matches the left pixel ``x + d``;
@@ -43,6 +46,7 @@ __all__ = [
     "cost_volume",
     "winner_take_all",
     "left_right_check",
+    "fill_inconsistent",
     "match",
     "epe_bad",
 ]
@@ -124,6 +128,8 @@ def _pixel_cost(a: torch.Tensor, b: torch.Tensor, cost: str, nbits: int) -> torc
         return (a - b).abs().mean(1, keepdim=True)
     if cost == "census":  # share of differing census bits
         return _hamming(a, b) / nbits
+    if a.shape[-1] < 2:  # SSIM's reflection padding needs two columns: L1 alone
+        return (a - b).abs().mean(1, keepdim=True)
     return losses.photometric_error(b, a)  # in [0, 1]
 
 
@@ -243,6 +249,35 @@ def left_right_check(
     return inside & ((disp_left - back).abs() <= threshold)
 
 
+def fill_inconsistent(disparity: torch.Tensor, consistent: torch.Tensor) -> torch.Tensor:
+    """Replace the pixels that failed the left-right check by the background (chapter 05).
+
+    An occluded pixel belongs to the farther surface, so each pixel where ``consistent`` is
+    False takes the *smaller* of the nearest consistent disparities to its left and to its
+    right on the same row (only the one that exists near the image border). A row with no
+    consistent pixel keeps its values.
+
+    Args:
+        disparity: ``(B, 1, H, W)``; consistent: ``(B, 1, H, W)`` bool (True = keep).
+
+    Returns:
+        ``(B, 1, H, W)`` the filled map.
+    """
+    dims = check_tensor(disparity, "disparity", ("B", 1, "H", "W"))
+    check_tensor(consistent, "consistent", ("B", 1, "H", "W"), dims=dims, floating=False)
+    ok = consistent.bool()
+    w = disparity.shape[-1]
+    idx = torch.arange(w, device=disparity.device).view(1, 1, 1, w).expand_as(disparity)
+    left_i = torch.where(ok, idx, torch.full_like(idx, -1)).cummax(-1).values
+    right_i = torch.where(ok, idx, torch.full_like(idx, w)).flip(-1).cummin(-1).values.flip(-1)
+    inf = torch.full_like(disparity, float("inf"))
+    from_left = torch.where(left_i >= 0, disparity.gather(-1, left_i.clamp(min=0)), inf)
+    from_right = torch.where(right_i < w, disparity.gather(-1, right_i.clamp(max=w - 1)), inf)
+    fill = torch.minimum(from_left, from_right)
+    fill = torch.where(torch.isinf(fill), disparity, fill)
+    return torch.where(ok, disparity, fill)
+
+
 def match(
     left: torch.Tensor,
     right: torch.Tensor,
@@ -280,9 +315,8 @@ def epe_bad(
     Raises:
         ValueError: shapes differ, ``valid`` selects no pixel, or ``threshold < 0``.
     """
-    dims = check_tensor(pred, "pred")
+    check_tensor(pred, "pred")
     check_tensor(gt, "gt")
-    del dims
     if pred.shape != gt.shape:
         raise ValueError(f"pred and gt must have the same shape, got {tuple(pred.shape)} and {tuple(gt.shape)}")
     if not threshold >= 0:

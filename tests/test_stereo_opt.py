@@ -1,0 +1,267 @@
+"""Chapter 05: the classical matcher (cost volume, winner-take-all, left-right check) and stereo
+by optimisation, on small synthetic pairs with known disparity."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from skimage import data as skdata
+
+from lesson_lib import matching, stereo_opt, warping
+
+H, W = 64, 96
+
+
+def _astronaut(width=W + 24, top=250, left=250):
+    """A textured crop of scikit-image's astronaut, ``(1, 3, H, width)`` float32 in [0, 1]."""
+    a = skdata.astronaut()[top : top + H, left : left + width].astype(np.float32) / 255.0
+    return torch.from_numpy(a).permute(2, 0, 1)[None].contiguous()
+
+
+def _shifted_pair(d):
+    """``right[x] = left[x + d]``: every left pixel ``x`` matches the right pixel ``x - d``."""
+    img = _astronaut()
+    return img[..., :W].contiguous(), img[..., d : d + W].contiguous()
+
+
+def _blur(img, k=7, times=2):
+    for _ in range(times):
+        img = F.avg_pool2d(F.pad(img, (k // 2,) * 4, mode="reflect"), k, stride=1)
+    return img
+
+
+def _two_layer_scene(d_bg=2, d_fg=8, x0=40, x1=70):
+    """A textured background at disparity ``d_bg`` with a differently textured foreground
+    band (columns ``x0 .. x1 - 1`` of the left image) at ``d_fg``. Returns the pair and both
+    ground-truth maps."""
+    bg = _astronaut()
+    cam = skdata.camera()[200 : 200 + H, 200 : 200 + W + 24].astype(np.float32) / 255.0
+    fg = 0.5 * torch.from_numpy(cam)[None, None].expand(1, 3, H, -1) + 0.3 * torch.tensor(
+        [1.0, 0.2, 0.2]
+    ).view(1, 3, 1, 1)
+    left = bg[..., :W].clone()
+    left[..., x0:x1] = fg[..., x0:x1]
+    right = bg[..., d_bg : d_bg + W].clone()
+    xr = torch.arange(W)
+    on_fg = ((xr + d_fg) >= x0) & ((xr + d_fg) < x1)
+    right[..., on_fg] = fg[..., (xr + d_fg)[on_fg]]
+    d_left = torch.full((1, 1, H, W), float(d_bg))
+    d_left[..., x0:x1] = d_fg
+    d_right = torch.full((1, 1, H, W), float(d_bg))
+    d_right[..., on_fg] = d_fg
+    return left, right, d_left, d_right
+
+
+# 1. cost volume and winner-take-all ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("cost", matching.COSTS)
+def test_wta_recovers_a_constant_integer_shift_exactly(cost):
+    left, right = _shifted_pair(5)
+    vol = matching.cost_volume(left, right, max_disp=12, window=5, cost=cost)
+    assert vol.shape == (1, 13, H, W)
+    assert torch.isinf(vol[:, 12, :, :12]).all() and torch.isfinite(vol[:, 12, :, 12:]).all()
+    d = matching.winner_take_all(vol, subpixel=False)
+    assert d.shape == (1, 1, H, W)
+    assert torch.equal(d[..., 2:-2, 14:-2], torch.full_like(d[..., 2:-2, 14:-2], 5.0))
+    # the right view's volume: the right pixel x matches the left pixel x + d
+    d_r = matching.winner_take_all(
+        matching.cost_volume(left, right, 12, window=5, cost=cost, reference="right"), subpixel=False
+    )
+    assert torch.equal(d_r[..., 2:-2, 2:-14], torch.full_like(d_r[..., 2:-2, 2:-14], 5.0))
+
+
+def test_wta_recovers_piecewise_constant_disparity_exactly():
+    img = _astronaut()
+    left = img[..., :W].contiguous()
+    right = torch.cat([img[..., : H // 2, 3 : 3 + W], img[..., H // 2 :, 7 : 7 + W]], dim=2)
+    d = matching.winner_take_all(matching.cost_volume(left, right, 12, window=5), subpixel=False)
+    top, bottom = d[..., 2 : H // 2 - 2, 14:-2], d[..., H // 2 + 2 : -2, 14:-2]
+    assert torch.equal(top, torch.full_like(top, 3.0))
+    assert torch.equal(bottom, torch.full_like(bottom, 7.0))
+
+
+@pytest.mark.parametrize("cost", ["photometric", "sad"])
+def test_parabola_refinement_recovers_a_subpixel_shift(cost):
+    smooth = _blur(_astronaut())
+    # the right view rebuilt from the left one: right[x] = left[x + 3.4], bilinearly
+    right, inside = warping.stereo_warp(smooth, torch.full_like(smooth[:, :1], 3.4), "left")
+    left, right = smooth[..., :W], right[..., :W]
+    assert inside[..., :W].all()
+    vol = matching.cost_volume(left, right, 8, window=5, cost=cost)
+    inner = matching.winner_take_all(vol)[..., 4:-4, 12:-4]
+    integer = matching.winner_take_all(vol, subpixel=False)[..., 4:-4, 12:-4]
+    assert abs(float(inner.median()) - 3.4) < 0.1
+    assert float((inner - 3.4).abs().mean()) < 0.1
+    assert float((integer - 3.4).abs().mean()) > 0.3  # the refinement is what gets it there
+    assert float((inner - integer).abs().max()) <= 0.5
+
+
+def test_census_transform_and_box_filter_basics():
+    img = _astronaut()[..., :W]
+    bits = matching.census_transform(img, 5)
+    assert bits.shape == (1, 24, H, W) and bits.dtype == torch.bool
+    # on a constant image no neighbour is smaller than the centre
+    assert not matching.census_transform(torch.full((1, 3, 8, 8), 0.5), 3).any()
+    x = torch.rand(1, 2, 9, 11, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(matching.box_filter(x, 1), x)
+    torch.testing.assert_close(
+        matching.box_filter(x, 3)[..., 1:-1, 1:-1], F.avg_pool2d(x, 3, stride=1)
+    )
+
+
+# 2. left-right check -------------------------------------------------------------------------
+
+
+def test_lr_check_on_exact_two_layer_maps_flags_the_occluded_strip():
+    _, _, d_left, d_right = _two_layer_scene()
+    ok = matching.left_right_check(d_left, d_right)
+    flagged = torch.nonzero(~ok[0, 0, 0]).flatten().tolist()
+    # columns 0, 1 look outside the right image; 34 .. 39 are hidden behind the foreground
+    assert flagged == [0, 1, 34, 35, 36, 37, 38, 39]
+    assert (ok == ok[..., :1, :]).all()  # every row alike
+
+
+def test_lr_check_of_the_matcher_flags_the_occluded_strip():
+    left, right, d_gt, _ = _two_layer_scene()
+    d_l, d_r, ok = matching.match(left, right, 12, window=5)
+    rows = slice(2, -2)
+    strip = torch.zeros(W, dtype=torch.bool)
+    strip[34:40] = True
+    visible = torch.ones(W, dtype=torch.bool)
+    visible[:14], visible[31:43], visible[67:73], visible[-3:] = False, False, False, False
+    assert float((~ok[..., rows, strip]).float().mean()) > 0.7
+    assert float((~ok[..., rows, visible]).float().mean()) < 0.05
+    epe, _ = matching.epe_bad(d_l[..., rows, visible], d_gt[..., rows, visible])
+    assert epe < 0.1
+
+
+def test_fill_inconsistent_takes_the_background_of_the_row():
+    d = torch.tensor([[[[5.0, 9.0, 9.0, 2.0, 7.0, 7.0]]]])
+    ok = torch.tensor([[[[True, False, False, True, False, True]]]])
+    out = matching.fill_inconsistent(d, ok)
+    assert out.tolist() == [[[[5.0, 2.0, 2.0, 2.0, 2.0, 7.0]]]]
+    # the border: only one side exists; a row with nothing consistent is kept
+    d2 = torch.tensor([[[[1.0, 4.0, 3.0], [6.0, 6.0, 6.0]]]])
+    ok2 = torch.tensor([[[[False, True, False], [False, False, False]]]])
+    assert matching.fill_inconsistent(d2, ok2).tolist() == [[[[4.0, 4.0, 4.0], [6.0, 6.0, 6.0]]]]
+
+
+def test_one_sided_consistency_allows_occlusions_the_symmetric_one_does_not():
+    left, right, d_left, d_right = _two_layer_scene()
+    sym = stereo_opt.stereo_losses(left, right, d_left, d_right, lr_consistency_mode="symmetric")
+    one = stereo_opt.stereo_losses(left, right, d_left, d_right, lr_consistency_mode="one_sided")
+    assert float(sym["consistency"]) > 0.1
+    assert float(one["consistency"]) == 0.0
+    const = torch.full_like(d_left, 3.0)
+    assert float(stereo_opt.stereo_losses(left, right, const, const)["consistency"]) == 0.0
+
+
+# 3. the optimiser --------------------------------------------------------------------------
+
+
+def _slanted_pair():
+    """A textured pair whose disparity grows from 3 px (top row) to 6 px (bottom row); the
+    right view is rebuilt from a wider left image, so it has no border holes."""
+    wide = _astronaut()[..., : W + 8]
+    y = torch.arange(H, dtype=torch.float32).view(1, 1, H, 1)
+    d = (3.0 + 3.0 * y / (H - 1)).expand(1, 1, H, W + 8).contiguous()
+    right, inside = warping.stereo_warp(wide, d, "left")
+    assert inside[..., :W].all()
+    return wide[..., :W].contiguous(), right[..., :W].contiguous(), d[..., :W].contiguous()
+
+
+@pytest.mark.parametrize("init", [None, "wta"])
+def test_optimiser_recovers_a_known_disparity(init):
+    left, right, d = _slanted_pair()
+    res = stereo_opt.optimise_disparity(left, right, scales=(2, 1), iters=(100, 100), max_disp=10, init=init)
+    assert res.disp_left.shape == res.disp_right.shape == (1, 1, H, W)
+    assert (res.disp_left >= 0).all() and (res.disp_right >= 0).all()
+    epe_l, _ = stereo_opt.epe_bad(res.disp_left, d)
+    epe_r, _ = stereo_opt.epe_bad(res.disp_right, d)  # d depends on the row only: same map
+    assert epe_l < 0.3 and epe_r < 0.3
+    assert len(res.history) == 200
+    assert {"scale", "step", "loss", "photometric", "smoothness", "consistency", "time_s"} <= set(res.history[0])
+    # the loss went down at the finest scale
+    fine = [e["loss"] for e in res.history if e["scale"] == 1]
+    assert fine[-1] < fine[0]
+
+
+def test_optimiser_is_deterministic_with_a_seed():
+    left, right, _ = _slanted_pair()
+    kw = dict(scales=(2,), iters=10, max_disp=10, init_noise=0.5, lr_consistency_weight=0.05)
+    a = stereo_opt.optimise_disparity(left, right, seed=3, **kw)
+    b = stereo_opt.optimise_disparity(left, right, seed=3, **kw)
+    c = stereo_opt.optimise_disparity(left, right, seed=4, **kw)
+    assert torch.equal(a.disp_left, b.disp_left) and torch.equal(a.disp_right, b.disp_right)
+    assert not torch.equal(a.disp_left, c.disp_left)
+    g = torch.Generator().manual_seed(3)
+    d = stereo_opt.optimise_disparity(left, right, generator=g, **kw)
+    assert torch.equal(a.disp_left, d.disp_left)
+
+
+def test_optimiser_accepts_an_initial_map_and_zero_iterations():
+    left, right, d = _slanted_pair()
+    res = stereo_opt.optimise_disparity(left, right, scales=(2,), iters=0, init=d, lr_fill=False)
+    assert res.history == []
+    torch.testing.assert_close(res.disp_left, d, atol=0.05, rtol=0)
+
+
+def test_upsample_disparity_scales_the_values():
+    d = torch.full((1, 1, 4, 6), 2.5)
+    up = stereo_opt.upsample_disparity(d, (8, 12))
+    torch.testing.assert_close(up, torch.full((1, 1, 8, 12), 5.0))
+
+
+# 4. metrics ----------------------------------------------------------------------------------
+
+
+def test_epe_bad_known_numbers():
+    pred = torch.tensor([[[[1.0, 2.0, 5.0, 0.0]]]])
+    gt = torch.tensor([[[[1.0, 1.0, 2.0, 0.0]]]])
+    valid = torch.tensor([[[[True, True, True, False]]]])
+    epe, bad = stereo_opt.epe_bad(pred, gt, valid)
+    assert epe == pytest.approx(4.0 / 3.0) and bad == pytest.approx(1.0 / 3.0)
+    epe, bad = stereo_opt.epe_bad(pred, gt)  # all four pixels
+    assert epe == pytest.approx(1.0) and bad == pytest.approx(0.25)
+    assert stereo_opt.epe_bad(pred, gt, valid, threshold=0.5)[1] == pytest.approx(2.0 / 3.0)
+    assert stereo_opt.epe_bad is matching.epe_bad
+
+
+# 5. bad input --------------------------------------------------------------------------------
+
+
+def test_bad_input_raises():
+    left, right = _shifted_pair(5)
+    with pytest.raises(ValueError, match="max_disp"):
+        matching.cost_volume(left, right, -1)
+    with pytest.raises(ValueError, match="max_disp"):
+        matching.cost_volume(left, right, W)
+    with pytest.raises(ValueError, match="right"):
+        matching.cost_volume(left, right[..., :-6], 8)
+    with pytest.raises(ValueError, match="window"):
+        matching.cost_volume(left, right, 8, window=4)
+    with pytest.raises(ValueError, match="cost"):
+        matching.cost_volume(left, right, 8, cost="ncc")
+    with pytest.raises(ValueError, match="reference"):
+        matching.cost_volume(left, right, 8, reference="middle")
+    with pytest.raises(ValueError, match="disp_right"):
+        matching.left_right_check(torch.ones(1, 1, 4, 5), torch.ones(1, 1, 4, 6))
+    with pytest.raises(ValueError, match="max_disp"):
+        stereo_opt.optimise_disparity(left, right, max_disp=-4)
+    with pytest.raises(ValueError, match="right"):
+        stereo_opt.optimise_disparity(left, right[..., :-6])
+    with pytest.raises(ValueError, match="iters"):
+        stereo_opt.optimise_disparity(left, right, scales=(2, 1), iters=(10, 10, 10))
+    with pytest.raises(ValueError, match="lr"):
+        stereo_opt.optimise_disparity(left, right, lr=0.0)
+    with pytest.raises(ValueError, match="init"):
+        stereo_opt.optimise_disparity(left, right, init="oracle")
+    with pytest.raises(ValueError, match="lr_consistency_mode"):
+        stereo_opt.optimise_disparity(left, right, lr_consistency_mode="both")
+    with pytest.raises(ValueError, match="scales"):
+        stereo_opt.optimise_disparity(left, right, scales=(4, 0))
+    with pytest.raises(ValueError, match="same shape"):
+        stereo_opt.epe_bad(torch.ones(1, 1, 4, 5), torch.ones(1, 1, 4, 6))
+    with pytest.raises(ValueError, match="no pixel"):
+        stereo_opt.epe_bad(torch.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 2), torch.zeros(1, 1, 2, 2, dtype=torch.bool))
