@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..camera import intrinsics_matrix
 from ..stereo import disparity_to_depth
 
 EXPECTED_SHAPE = (500, 741)
@@ -36,10 +37,7 @@ class MiddleburyCalibration:
 
     def K(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Left camera intrinsics ``(1, 3, 3)``."""
-        return torch.tensor(
-            [[[self.focal, 0.0, self.cx], [0.0, self.focal, self.cy], [0.0, 0.0, 1.0]]],
-            dtype=dtype,
-        )
+        return intrinsics_matrix(self.focal, self.focal, self.cx, self.cy, dtype=dtype)[None]
 
 
 @dataclass

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..camera import intrinsics_matrix
 from . import textures as tx
 
 RENDERER_VERSION = "7"  # bump whenever a seed renders differently: the cache key includes it
@@ -56,14 +57,10 @@ class CameraConfig:
 
     def K(self) -> np.ndarray:
         """``(3, 3)`` intrinsics (principal point at the image centre, pixel centres at integers)."""
-        return np.array(
-            [
-                [self.fx_ratio * self.width, 0.0, (self.width - 1) / 2],
-                [0.0, self.fy_ratio * self.height, (self.height - 1) / 2],
-                [0.0, 0.0, 1.0],
-            ],
-            dtype=np.float64,
-        )
+        return intrinsics_matrix(
+            self.fx_ratio * self.width, self.fy_ratio * self.height, (self.width - 1) / 2, (self.height - 1) / 2,
+            dtype=torch.float64,
+        ).numpy()
 
 
 @dataclass(frozen=True)
