@@ -1,0 +1,167 @@
+"""Depth metrics (chapters 06 and 10): the seven numbers every depth paper reports.
+
+For one image, over the pixels with ground truth (``min_depth < gt <= max_depth``), with
+``d`` the predicted and ``g`` the true depth and ``n`` pixels::
+
+    abs_rel  = mean(|d - g| / g)
+    sq_rel   = mean((d - g)^2 / g)
+    rmse     = sqrt(mean((d - g)^2))                 # metres
+    rmse_log = sqrt(mean((log d - log g)^2))
+    a1, a2, a3 = share of pixels with max(d / g, g / d) < 1.25, 1.25^2, 1.25^3
+
+Each metric is computed **per image** and then averaged over the images (Eigen et al.'s
+protocol, which KITTI papers follow); a pixel-weighted average over the whole set would give
+images with more ground truth more weight.
+
+*Median scaling*: a monocular network knows depth only up to one unknown factor, so each
+prediction is multiplied by ``median(g) / median(d)`` over that image's valid pixels before the
+errors are taken. A stereo-trained network (Monodepth) needs no such help: the baseline in
+metres fixes its scale, so it is reported both ways, in metres and median-scaled.
+
+The prediction is clamped to ``[min_depth, max_depth]`` after scaling (as the Eigen evaluation
+does), so no ``log`` of zero can occur.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+
+from ._validate import check_same_device, check_tensor
+
+__all__ = [
+    "METRIC_NAMES",
+    "LOWER_IS_BETTER",
+    "depth_metrics",
+    "image_depth_errors",
+    "average_metrics",
+    "garg_crop_mask",
+    "format_metrics",
+]
+
+METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
+"""The seven metrics, in the order papers print them."""
+
+LOWER_IS_BETTER = {"abs_rel": True, "sq_rel": True, "rmse": True, "rmse_log": True, "a1": False, "a2": False, "a3": False}
+
+
+def image_depth_errors(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, float]:
+    """The seven metrics of one image from its valid pixels only.
+
+    Args:
+        pred, gt: 1-D tensors of the same length: predicted and true depth (> 0) of the valid
+            pixels of one image.
+    """
+    if pred.ndim != 1 or gt.shape != pred.shape:
+        raise ValueError(f"pred and gt must be 1-D of the same length, got {tuple(pred.shape)} and {tuple(gt.shape)}")
+    if pred.numel() == 0:
+        raise ValueError("no valid pixels: cannot compute depth errors of an image without ground truth")
+    if not bool((pred > 0).all()) or not bool((gt > 0).all()):
+        raise ValueError("pred and gt must be > 0 at the valid pixels (clamp the prediction first)")
+    pred, gt = pred.double(), gt.double()
+    ratio = torch.maximum(pred / gt, gt / pred)
+    diff = pred - gt
+    return {
+        "abs_rel": float((diff.abs() / gt).mean()),
+        "sq_rel": float((diff.square() / gt).mean()),
+        "rmse": float(diff.square().mean().sqrt()),
+        "rmse_log": float((pred.log() - gt.log()).square().mean().sqrt()),
+        "a1": float((ratio < 1.25).double().mean()),
+        "a2": float((ratio < 1.25**2).double().mean()),
+        "a3": float((ratio < 1.25**3).double().mean()),
+    }
+
+
+def garg_crop_mask(height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The crop of Garg et al. used for KITTI's Eigen split (chapter 10): rows
+    ``[0.408, 0.992]·H``, columns ``[0.036, 0.964]·W``; ``(1, 1, H, W)`` bool."""
+    mask = torch.zeros(1, 1, height, width, dtype=torch.bool, device=device)
+    r0, r1 = int(0.40810811 * height), int(0.99189189 * height)
+    c0, c1 = int(0.03594771 * width), int(0.96405229 * width)
+    mask[..., r0:r1, c0:c1] = True
+    return mask
+
+
+def depth_metrics(
+    pred: torch.Tensor,
+    gt: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    median_scaling: bool = False,
+    min_depth: float = 1e-3,
+    max_depth: float = 80.0,
+    per_image: bool = False,
+) -> dict[str, float] | list[dict[str, float]]:
+    """Depth metrics of a batch, per image then averaged (see the module doc).
+
+    Args:
+        pred: ``(B, 1, H, W)`` predicted depth in metres (finite, ``>= 0``).
+        gt: ``(B, 1, H, W)`` true depth; pixels with ``gt <= min_depth`` (0 = no ground truth,
+            e.g. sky) or ``gt > max_depth`` are left out.
+        mask: optional ``(B, 1, H, W)`` bool, more pixels to leave out (e.g. a crop).
+        median_scaling: multiply each prediction by ``median(gt) / median(pred)`` first.
+        min_depth, max_depth: the evaluated range (80 m as in KITTI's evaluation); the
+            prediction is clamped to it.
+        per_image: return the list of per-image dicts instead of their average.
+
+    Returns:
+        ``{"abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3"}`` (plus ``"scale"``, the
+        mean median ratio, with ``median_scaling``).
+
+    Raises:
+        ValueError: wrong shapes, non-finite or negative predictions, or an image without any
+            valid pixel.
+    """
+    dims = check_tensor(pred, "pred", ("B", 1, "H", "W"))
+    check_tensor(gt, "gt", ("B", 1, "H", "W"), dims=dims)
+    check_same_device(pred=pred, gt=gt)
+    if mask is not None:
+        check_tensor(mask, "mask", (pred.shape[0], 1, pred.shape[2], pred.shape[3]), floating=False)
+        check_same_device(pred=pred, mask=mask)
+    if not 0 < min_depth < max_depth:
+        raise ValueError(f"need 0 < min_depth < max_depth, got {min_depth}, {max_depth}")
+    if not bool(torch.isfinite(pred).all()):
+        raise ValueError("pred contains inf or NaN")
+    if bool((pred < 0).any()):
+        raise ValueError(f"pred must be >= 0 (depth), got minimum {float(pred.min()):.4g}")
+    valid = (gt > min_depth) & (gt <= max_depth) & torch.isfinite(gt)
+    if mask is not None:
+        valid &= mask.bool()
+    rows = []
+    for b in range(pred.shape[0]):
+        m = valid[b, 0]
+        if not bool(m.any()):
+            raise ValueError(f"image {b} of the batch has no valid ground-truth pixel in ({min_depth}, {max_depth}] m")
+        p, g = pred[b, 0][m].double(), gt[b, 0][m].double()
+        scale = 1.0
+        if median_scaling:
+            med = float(p.median())
+            if med <= 0:
+                raise ValueError(f"image {b}: median predicted depth is {med}, cannot median-scale")
+            scale = float(g.median()) / med
+            p = p * scale
+        row = image_depth_errors(p.clamp(min_depth, max_depth), g)
+        if median_scaling:
+            row["scale"] = scale
+        rows.append(row)
+    return rows if per_image else average_metrics(rows)
+
+
+def average_metrics(rows: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """The mean of per-image metric dicts (each image counts once)."""
+    rows = list(rows)
+    if not rows:
+        raise ValueError("no metrics to average")
+    return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+
+
+def format_metrics(rows: Mapping[str, Mapping[str, float]], names: Iterable[str] = METRIC_NAMES) -> str:
+    """A plain-text table: one row per entry of ``rows`` (label -> metrics), one column per metric."""
+    names = list(names)
+    width = max([len(str(k)) for k in rows] + [6])
+    head = " " * width + "".join(f"{n:>10}" for n in names)
+    lines = [head]
+    for label, m in rows.items():
+        lines.append(f"{label:<{width}}" + "".join(f"{m[n]:>10.4f}" for n in names))
+    return "\n".join(lines)
