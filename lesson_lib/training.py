@@ -151,6 +151,13 @@ class Method(ABC):
         return {}
 
 
+def _method_config(method: object) -> dict[str, Any] | None:
+    """The method's own typed configuration (``method.config``, a dataclass) as a dict, kept in
+    checkpoints so that a trained model can be rebuilt from its file alone."""
+    cfg = getattr(method, "config", None)
+    return asdict(cfg) if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type) else None
+
+
 def _has_validate(method: object) -> bool:
     fn = getattr(type(method), "validate", None)
     return callable(fn) and fn is not Method.validate
@@ -874,6 +881,7 @@ class Trainer:
             "world_size": self.world_size,
             "elapsed": self.elapsed,
             "torch_version": str(torch.__version__),
+            "method_config": _method_config(self.method),
         }
 
     def save(self, rng: dict[str, Any] | None = None) -> None:
@@ -1046,6 +1054,9 @@ class Trainer:
             self.train_dataset, self.world_size, self.rank, seed=cfg.seed, start=first_batch * cfg.batch_size
         )
         sampler.set_epoch(epoch)
+        set_epoch = getattr(self.train_dataset, "set_epoch", None)
+        if callable(set_epoch):  # augmentation that depends on the epoch (StereoDataset, VideoDataset)
+            set_epoch(epoch)
         return DataLoader(
             self.train_dataset,
             batch_size=cfg.batch_size,

@@ -363,6 +363,10 @@ class StereoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the augmentation of epoch ``epoch`` (the trainer calls it before each epoch)."""
+        self.epoch = int(epoch)
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         s, f = self.index[i]
         seq = self.sequences[s]
@@ -427,6 +431,10 @@ class VideoDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the augmentation of epoch ``epoch`` (the trainer calls it before each epoch)."""
+        self.epoch = int(epoch)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         s, c = self.index[i]

@@ -1,0 +1,269 @@
+"""Monodepth (lesson_lib.monodepth): the loss against scenes with a known disparity, the
+left-right term, post-processing ramps, depth conversion, training a few steps, weights files
+and their errors."""
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lesson_lib.models import MonodepthNet
+from lesson_lib.monodepth import (
+    Monodepth,
+    MonodepthConfig,
+    disparity_fraction_to_depth,
+    export_weights,
+    left_right_consistency,
+    load_model,
+    monodepth_loss,
+    post_process,
+    post_process_weights,
+    predict_disparity,
+)
+from lesson_lib.training import CheckpointError, CheckpointNotFoundError, TrainConfig, Trainer, save_checkpoint
+from lesson_lib.warping import stereo_warp
+
+H, W = 64, 96
+
+
+def _texture(seed=0, b=2, h=H, w=W):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(b, 3, h // 4, w // 4, generator=g)
+    return F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+def _pair(d_px=3.0, seed=0):
+    """A fronto-parallel scene with constant disparity d_px: left(x) = right(x - d)."""
+    right = _texture(seed)
+    left, _ = stereo_warp(right, torch.full((right.shape[0], 1, H, W), d_px), "right", padding_mode="border")
+    return left, right
+
+
+def _disps(d_left_px, d_right_px, b=2):
+    """Constant network outputs at every scale, as fractions of the width."""
+    out = {}
+    for s in range(4):
+        h, w = H // 2**s, W // 2**s
+        out[s] = torch.cat([torch.full((b, 1, h, w), d_left_px / W), torch.full((b, 1, h, w), d_right_px / W)], 1)
+    return out
+
+
+@pytest.mark.parametrize("variant", ["lr", "no_lr"])
+def test_true_disparity_minimises_the_appearance_loss(variant):
+    left, right = _pair(3.0)
+    cfg = MonodepthConfig(variant=variant)
+    true = monodepth_loss(_disps(3.0, 3.0), left, right, cfg)[1]["appearance"]
+    for wrong in (0.0, 1.5, 4.5, 6.0):
+        other = monodepth_loss(_disps(wrong, wrong), left, right, cfg)[1]["appearance"]
+        assert other > true * 1.5, (wrong, float(other), float(true))
+
+
+def test_sign_convention_of_the_loss():
+    # right disparity must read the left image at x + d: swapping the images' roles must hurt
+    left, right = _pair(3.0)
+    good = monodepth_loss(_disps(3.0, 3.0), left, right)[1]["appearance"]
+    swapped = monodepth_loss(_disps(3.0, 3.0), right, left)[1]["appearance"]
+    assert swapped > 2 * good
+
+
+def test_naive_variant_rebuilds_the_right_image_only():
+    left, right = _pair(3.0)
+    cfg = MonodepthConfig(variant="naive")
+    # only channel 0 matters
+    a = monodepth_loss(_disps(3.0, 0.0), left, right, cfg)[0]
+    b = monodepth_loss(_disps(3.0, 7.0), left, right, cfg)[0]
+    assert float(a) == pytest.approx(float(b))
+    assert monodepth_loss(_disps(0.0, 0.0), left, right, cfg)[0] > 1.5 * a
+
+
+def test_left_right_term_zero_when_consistent_and_weighted_in():
+    left, right = _pair(3.0)
+    consistent = _disps(3.0, 3.0)
+    assert float(monodepth_loss(consistent, left, right)[1]["left_right"]) == pytest.approx(0.0, abs=1e-7)
+    inconsistent = _disps(3.0, 5.0)
+    full, terms = monodepth_loss(inconsistent, left, right, MonodepthConfig(variant="lr", lr_weight=1.0))
+    no_lr, terms_no = monodepth_loss(inconsistent, left, right, MonodepthConfig(variant="no_lr"))
+    assert float(terms["left_right"]) == pytest.approx(4 * 2 * 2 / W, rel=1e-4)  # 4 scales, 2 terms, 2 px
+    assert float(full - no_lr) == pytest.approx(float(terms["left_right"]), rel=1e-5)
+    assert float(terms_no["left_right"]) == 0.0
+
+
+def test_left_right_consistency_against_an_explicit_loop():
+    # integer disparities hit pixel centres exactly, so the term can be computed by indexing:
+    # mean |d_l(x) - d_r(x - d_l(x))| + mean |d_r(x) - d_l(x + d_r(x))|, indices clamped (border)
+    g = torch.Generator().manual_seed(3)
+    h, w = 5, 32
+    dl = torch.randint(0, 6, (1, 1, h, w), generator=g).float()
+    dr = torch.randint(0, 6, (1, 1, h, w), generator=g).float()
+    t1 = t2 = 0.0
+    for y in range(h):
+        for x in range(w):
+            xl = min(max(x - int(dl[0, 0, y, x]), 0), w - 1)
+            xr = min(max(x + int(dr[0, 0, y, x]), 0), w - 1)
+            t1 += abs(float(dl[0, 0, y, x] - dr[0, 0, y, xl]))
+            t2 += abs(float(dr[0, 0, y, x] - dl[0, 0, y, xr]))
+    want = (t1 + t2) / (h * w) / w  # in fractions of the width
+    assert float(left_right_consistency(dl / w, dr / w)) == pytest.approx(want, rel=1e-5)
+    # reading the other map on the wrong side (x + d_l) gives another value
+    wrong = (dl / w - stereo_warp(dr / w, dl, "left", padding_mode="border")[0]).abs().mean()
+    assert abs(float(wrong) - t1 / (h * w) / w) > 1e-3
+
+
+def test_smoothness_is_scaled_per_scale():
+    left, right = _pair(3.0)
+    g = torch.Generator().manual_seed(5)
+    d = {s: (0.02 + 0.01 * torch.rand(2, 2, H // 2**s, W // 2**s, generator=g)) for s in range(4)}
+    _, t1 = monodepth_loss(d, left, right, MonodepthConfig(smoothness_weight=0.1))
+    l0, _ = monodepth_loss(d, left, right, MonodepthConfig(smoothness_weight=0.0, lr_weight=1.0))
+    l1, _ = monodepth_loss(d, left, right, MonodepthConfig(smoothness_weight=0.1, lr_weight=1.0))
+    assert float(l1 - l0) == pytest.approx(0.1 * float(t1["smoothness"]), rel=1e-4)
+    only0, _ = monodepth_loss({0: d[0]}, left, right, MonodepthConfig(scales=(0,), smoothness_weight=0.0))
+    assert float(only0) < float(l0)  # fewer scales, fewer terms
+
+
+def test_post_process_ramps():
+    l_mask, r_mask = post_process_weights(201)
+    x = torch.linspace(0, 1, 201)
+    l_mask, r_mask = l_mask.ravel(), r_mask.ravel()
+    assert torch.all(l_mask[x <= 0.05] == 1) and torch.all(l_mask[x >= 0.1] == 0)
+    mid = (x > 0.05) & (x < 0.1)
+    assert torch.allclose(l_mask[mid], 1 - 20 * (x[mid] - 0.05), atol=1e-6)
+    assert torch.equal(r_mask, l_mask.flip(0))
+    assert torch.all(l_mask + r_mask <= 1)
+
+
+def test_post_process_blends_as_documented():
+    a, b = 0.1, 0.3
+    disp = torch.full((1, 1, 4, 101), a)
+    flipped = torch.full((1, 1, 4, 101), b)
+    out = post_process(disp, flipped)[0, 0, 0]
+    assert out[0] == pytest.approx(b) and out[-1] == pytest.approx(a)  # left edge: the mirrored one
+    assert out[50] == pytest.approx((a + b) / 2)
+    # a mirror-consistent prediction is left unchanged
+    g = torch.Generator().manual_seed(0)
+    d = torch.rand(2, 1, 5, 64, generator=g)
+    assert torch.allclose(post_process(d, d.flip(-1)), d, atol=1e-7)
+    with pytest.raises(ValueError, match="disp_flipped"):
+        post_process(d, d[..., :-1])
+
+
+def test_disparity_fraction_to_depth():
+    K = torch.tensor([[[200.0, 0, 50], [0, 200.0, 30], [0, 0, 1]]] * 2)
+    disp = torch.full((2, 1, 3, 100), 0.05)  # 5 px
+    depth = disparity_fraction_to_depth(disp, K, torch.tensor([0.5, 1.0]))
+    assert torch.allclose(depth[0], torch.full_like(depth[0], 200 * 0.5 / 5))
+    assert torch.allclose(depth[1], torch.full_like(depth[1], 200 * 1.0 / 5))
+    assert float(disparity_fraction_to_depth(torch.zeros(1, 1, 2, 2), K[:1], 0.5).max()) == 100.0
+    with pytest.raises(ValueError, match=">= 0"):
+        disparity_fraction_to_depth(-disp, K, 0.5)
+    with pytest.raises(ValueError, match="baseline"):
+        disparity_fraction_to_depth(disp, K, torch.ones(3))
+
+
+class _Constant(torch.nn.Module):
+    """A fake network: a constant disparity fraction at every scale."""
+
+    def __init__(self, value):
+        super().__init__()
+        self.p = torch.nn.Parameter(torch.tensor(float(value)))
+        self.sizes = []
+
+    def forward(self, x):
+        self.sizes.append(tuple(x.shape[-2:]))
+        b, _, h, w = x.shape
+        return {s: self.p.expand(b, 2, h // 2**s, w // 2**s) for s in range(4)}
+
+
+def test_predict_runs_at_the_training_size_and_returns_the_input_size():
+    net = _Constant(0.07)
+    img = torch.rand(1, 3, 100, 330)
+    d = predict_disparity(net, img, size=(64, 224))
+    assert d.shape == (1, 1, 100, 330) and net.sizes == [(64, 224)]
+    assert torch.allclose(d, torch.full_like(d, 0.07))  # a fraction of the width does not change
+    net.sizes.clear()
+    predict_disparity(net, img)
+    assert net.sizes == [(96, 320)]  # nearest multiples of 32
+    with pytest.raises(ValueError, match="image"):
+        predict_disparity(net, torch.rand(3, 100, 330))
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="variant"):
+        MonodepthConfig(variant="both")
+    with pytest.raises(ValueError, match="multiple of 32"):
+        MonodepthConfig(input_height=60, input_width=224)
+    with pytest.raises(ValueError, match="both"):
+        MonodepthConfig(input_height=64)
+    with pytest.raises(ValueError, match="scales"):
+        MonodepthConfig(scales=(1, 2))
+
+
+class _Pairs(torch.utils.data.Dataset):
+    def __init__(self, n=4):
+        self.items = []
+        for i in range(n):
+            left, right = _pair(2.0 + i % 2, seed=i)
+            K = torch.tensor([[80.0, 0, W / 2], [0, 80.0, H / 2], [0, 0, 1]])
+            depth = torch.full((1, H, W), 80.0 * 0.5 / (2.0 + i % 2))
+            self.items.append({"left": left[0], "right": right[0], "K": K, "baseline": torch.tensor(0.5), "depth": depth})
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def _train(tmp_path, steps=25, **kw):
+    cfg = TrainConfig(steps=steps, batch_size=2, lr=1e-3, out_dir=str(tmp_path / "run"), progress=False,
+                      tensorboard=False, log_every=1, milestones=(0.9,))
+    method = Monodepth(MonodepthConfig(encoder_width=8, **kw))
+    trainer = Trainer(method, cfg, _Pairs(), _Pairs(2))
+    trainer.fit()
+    return trainer
+
+
+def test_training_lowers_the_loss_and_writes_a_loadable_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    trainer = _train(tmp_path)
+    from lesson_lib.training import read_log
+
+    log = read_log(tmp_path / "run" / "log.csv")
+    first, last = sum(log["loss"][:5]) / 5, sum(log["loss"][-5:]) / 5
+    assert last < 0.9 * first, (first, last)
+    val = read_log(tmp_path / "run" / "val.csv")
+    assert {"abs_rel", "a1", "abs_rel_median"} <= set(val)
+
+    model, cfg, _ = load_model(tmp_path / "run" / "latest.pt")
+    assert cfg.encoder_width == 8 and isinstance(model, MonodepthNet) and not model.training
+    x = _Pairs(1)[0]["left"][None]
+    assert torch.allclose(model(x)[0], trainer.model.eval()(x)[0], atol=1e-6)
+
+    out = export_weights(tmp_path / "run" / "latest.pt", tmp_path / "w.pt", meta={"note": "test"})
+    half, _, meta = load_model(out)
+    assert meta["note"] == "test" and meta["step"] == 25
+    assert out.stat().st_size < (tmp_path / "run" / "latest.pt").stat().st_size / 2
+    assert torch.allclose(half(x)[0], model(x)[0], atol=2e-3)  # float16 storage
+
+
+def test_weights_errors(tmp_path):
+    with pytest.raises(CheckpointNotFoundError, match="no checkpoint file"):
+        load_model(tmp_path / "missing.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="bad.pt"):
+        load_model(bad)
+    net = Monodepth(MonodepthConfig(encoder_width=8)).build_model()
+    state = {"method": "sfmlearner", "model": net.state_dict(), "method_config": {}}
+    save_checkpoint(tmp_path / "other.pt", state)
+    with pytest.raises(CheckpointError, match="sfmlearner"):
+        load_model(tmp_path / "other.pt")
+    cfg = dataclasses.asdict(MonodepthConfig(encoder_width=16))
+    save_checkpoint(tmp_path / "mismatch.pt", {"method": "monodepth", "model": net.state_dict(), "method_config": cfg})
+    with pytest.raises(CheckpointError, match="does not fit the model"):
+        load_model(tmp_path / "mismatch.pt")
+    cfg["variant"] = "sideways"
+    save_checkpoint(tmp_path / "badcfg.pt", {"method": "monodepth", "model": net.state_dict(), "method_config": cfg})
+    with pytest.raises(CheckpointError, match="invalid method_config"):
+        load_model(tmp_path / "badcfg.pt")
