@@ -132,6 +132,51 @@ def good_ray_box(o, d, lo, hi):
     return float(near) if far >= near and near > 0 else float("inf")
 
 
+def good_wta(vol):
+    n = vol.shape[1]
+    best = vol.argmin(1, keepdim=True)
+    c0 = vol.gather(1, best)
+    cm = vol.gather(1, (best - 1).clamp(min=0))
+    cp = vol.gather(1, (best + 1).clamp(max=n - 1))
+    interior = (best > 0) & (best < n - 1)
+    curv = torch.where(interior, cm - 2 * c0 + cp, torch.ones_like(c0))
+    return best.to(vol.dtype) + torch.where(interior, (cm - cp) / (2 * curv), torch.zeros_like(c0))
+
+
+def wta_no_ends(vol):
+    """A wrong answer: neighbours clamped at the ends of the range, parabola applied there too."""
+    n = vol.shape[1]
+    best = vol.argmin(1, keepdim=True)
+    c0 = vol.gather(1, best)
+    cm = vol.gather(1, (best - 1).clamp(min=0))
+    cp = vol.gather(1, (best + 1).clamp(max=n - 1))
+    return best.to(vol.dtype) + (cm - cp) / (2 * (cm - 2 * c0 + cp))
+
+
+def good_lr(d_l, d_r, tau, sign=-1.0, strict=False, rounding=False, inside_test=True, absolute=True):
+    """Linear interpolation by hand; the keywords make the known wrong versions."""
+    w = d_l.shape[-1]
+    xs = torch.arange(w, dtype=d_l.dtype).view(1, 1, 1, w) + sign * d_l
+    inside = (xs >= 0) & (xs <= w - 1)
+    if rounding:
+        back = d_r.gather(-1, xs.round().long().clamp(0, w - 1))
+    else:
+        xc = xs.clamp(0, w - 1)
+        x0 = xc.floor().clamp(max=w - 2)
+        a = xc - x0
+        back = (1 - a) * d_r.gather(-1, x0.long()) + a * d_r.gather(-1, x0.long() + 1)
+    gap = (d_l - back).abs() if absolute else d_l - back
+    ok = gap < tau if strict else gap <= tau
+    return ok & inside if inside_test else ok
+
+
+def good_lr_with_warp(d_l, d_r, tau):
+    from lesson_lib import warping
+
+    back, inside = warping.stereo_warp(d_r, d_l, "right")
+    return inside & ((d_l - back).abs() <= tau)
+
+
 # -- wrong answers -------------------------------------------------------------------------------
 
 WRONG = {
@@ -231,6 +276,26 @@ WRONG = {
         lambda o, d, lo, hi: float(np.minimum((lo - o) / d, (hi - o) / d).max()),  # never reports a miss
         lambda o, d, lo, hi: good_ray_box(o, d, lo - 0.5, hi + 0.5),  # box half a metre too big
     ],
+    "wta": [
+        lambda v: good_wta(-v),  # argmax
+        lambda v: 2 * v.argmin(1, keepdim=True).to(v.dtype) - good_wta(v),  # offset sign flipped
+        lambda v: v.argmin(1, keepdim=True).to(v.dtype),  # no sub-pixel refinement
+        lambda v: good_wta(v) + 0.5,  # half a pixel off
+        lambda v: v.argmin(1, keepdim=True).to(v.dtype) + 2 * (good_wta(v) - v.argmin(1, keepdim=True).to(v.dtype)),  # no factor 2
+        lambda v: good_wta(v)[:, 0],  # (B, H, W): channel dimension dropped
+        lambda v: wta_no_ends(v),  # the parabola also at d = 0 and d = D - 1
+    ],
+    "lr": [
+        lambda a, b, t: good_lr(a, b, t, sign=1.0),  # d_R read at x + d_L
+        lambda a, b, t: good_lr(a, b, t, strict=True),  # < instead of <=
+        lambda a, b, t: good_lr(a, b, t, rounding=True),  # nearest pixel, not linear
+        lambda a, b, t: good_lr(a, b, t, inside_test=False),  # matches outside the image kept
+        lambda a, b, t: good_lr(a, b, t, absolute=False),  # one-sided gap
+        lambda a, b, t: good_lr(a, b, t + 0.5),  # threshold off by half a pixel
+        lambda a, b, t: good_lr(b, a, t),  # the roles of the two maps swapped
+        lambda a, b, t: ~good_lr(a, b, t),  # inconsistent pixels marked True
+        lambda a, b, t: good_lr(a, b, t).float(),  # not a boolean mask
+    ],
 }
 
 
@@ -252,6 +317,9 @@ def _call(name, fn, raw):
         "photometric": lambda: checks.check_photometric_map(fn),
         "smoothness": lambda: checks.check_edge_aware_smoothness(fn),
         "ray_box": lambda: checks.check_ray_box(fn),
+        "wta": lambda: checks.check_wta_subpixel(fn),
+        "lr": lambda: checks.check_lr_consistency(fn),
+        "lr_warp": lambda: checks.check_lr_consistency(fn),
     }[name]()
 
 
@@ -272,6 +340,9 @@ GOOD = {
     "photometric": good_photometric,
     "smoothness": good_smoothness,
     "ray_box": good_ray_box,
+    "wta": good_wta,
+    "lr": good_lr,
+    "lr_warp": good_lr_with_warp,
 }
 
 
@@ -333,3 +404,31 @@ def test_student_exception_and_non_function_and_none():
         checks.check_project(42)
     with pytest.raises(checks.CheckFailed, match="forget to `return`"):
         checks.check_project(lambda P, K: None)
+
+
+@pytest.mark.parametrize("check", [checks.check_wta_subpixel, checks.check_lr_consistency])
+def test_chapter05_stubs_report_not_done_and_fail_when_grading(check, monkeypatch, capsys):
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    monkeypatch.delenv("LESSON_LIB_STRICT_CHECKS", raising=False)
+    assert check(_not_done) is False
+    assert "not implemented yet" in capsys.readouterr().out
+    monkeypatch.setenv("LESSON_LIB_STRICT_CHECKS", "1")
+    with pytest.raises(checks.ExerciseNotDone, match="not implemented yet"):
+        check(_not_done)
+
+
+def test_chapter05_feedback_names_the_mistake():
+    with pytest.raises(checks.CheckFailed, match="flipped"):
+        checks.check_wta_subpixel(WRONG["wta"][1])
+    with pytest.raises(checks.CheckFailed, match="one neighbour is missing"):
+        checks.check_wta_subpixel(WRONG["wta"][6])
+    with pytest.raises(checks.CheckFailed, match="not at x \\+ d_L"):
+        checks.check_lr_consistency(WRONG["lr"][0])
+    with pytest.raises(checks.CheckFailed, match="<= threshold"):
+        checks.check_lr_consistency(WRONG["lr"][1])
+    with pytest.raises(checks.CheckFailed, match="linear interpolation"):
+        checks.check_lr_consistency(WRONG["lr"][2])
+    with pytest.raises(checks.CheckFailed, match="outside the right image"):
+        checks.check_lr_consistency(WRONG["lr"][3])
+    with pytest.raises(checks.CheckFailed, match="boolean mask"):
+        checks.check_lr_consistency(WRONG["lr"][8])
