@@ -232,7 +232,9 @@ class DepthDecoder(nn.Module):
 
     After level ``i`` the map is at scale ``i`` (``H / 2**i``); for every ``i`` in ``scales``
     a reflection-padded 3x3 conv to ``out_channels`` followed by a sigmoid gives that scale's
-    output. (monodepth2 applies step 2 *before* upsampling, which is 4x cheaper there and
+    output. With ``feed_outputs`` (Monodepth v1's decoder) the output of level ``i + 1``,
+    upsampled by 2 (nearest neighbour), is also concatenated in step 3, so each finer output
+    starts from the coarser one. (monodepth2 applies step 2 *before* upsampling, which is 4x cheaper there and
     has the same parameters; the order here is Monodepth v1's.)
 
     Args:
@@ -245,6 +247,9 @@ class DepthDecoder(nn.Module):
         decoder_channels: channels at levels ``0..4``; default
             :func:`default_decoder_channels` (monodepth2's ``(16, 32, 64, 128, 256)`` for
             width 64, scaled with the encoder width).
+        feed_outputs: feed each output into the next finer level (Monodepth v1: without it
+            the full-resolution output of a stereo model trained with the left-right term can
+            stay stuck at its initial constant; monodepth2's decoder does not feed them).
 
     Weights: PyTorch's default initialisation (as monodepth2's decoder).
 
@@ -259,6 +264,7 @@ class DepthDecoder(nn.Module):
         scales: Sequence[int] = (0, 1, 2, 3),
         out_channels: int = 2,
         decoder_channels: Sequence[int] | None = None,
+        feed_outputs: bool = False,
     ) -> None:
         super().__init__()
         enc = [int(c) for c in encoder_channels]
@@ -274,6 +280,7 @@ class DepthDecoder(nn.Module):
             raise ValueError(f"out_channels must be >= 1, got {out_channels}")
         self.encoder_channels, self.decoder_channels = enc, dec
         self.scales, self.out_channels = scales, out_channels
+        self.feed_outputs = bool(feed_outputs)
 
         self.upconvs = nn.ModuleList()  # index i: level i (after upsampling)
         self.iconvs = nn.ModuleList()
@@ -281,7 +288,8 @@ class DepthDecoder(nn.Module):
             in_ch = enc[4] if i == 4 else dec[i + 1]
             self.upconvs.append(_ConvELU(in_ch, dec[i]))
             skip = enc[i - 1] if i > 0 else 0
-            self.iconvs.append(_ConvELU(dec[i] + skip, dec[i]))
+            fed = out_channels if self.feed_outputs and (i + 1) in scales else 0
+            self.iconvs.append(_ConvELU(dec[i] + skip + fed, dec[i]))
         self.heads = nn.ModuleDict(
             {
                 str(s): nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(dec[s], out_channels, 3))
@@ -307,9 +315,12 @@ class DepthDecoder(nn.Module):
         x = features[4]
         for i in range(4, -1, -1):
             x = self.upconvs[i](F.interpolate(x, scale_factor=2.0, mode="nearest"))
+            parts = [x]
             if i > 0:
-                x = torch.cat([x, features[i - 1]], dim=1)
-            x = self.iconvs[i](x)
+                parts.append(features[i - 1])
+            if self.feed_outputs and (i + 1) in outputs:
+                parts.append(F.interpolate(outputs[i + 1], scale_factor=2.0, mode="nearest"))
+            x = self.iconvs[i](torch.cat(parts, dim=1) if len(parts) > 1 else x)
             if i in self.scales:
                 outputs[i] = torch.sigmoid(self.heads[str(i)](x))
         return dict(sorted(outputs.items()))
@@ -358,7 +369,7 @@ class MonodepthNet(nn.Module):
             raise ValueError(f"max_disp_fraction must be in (0, 1], got {max_disp_fraction}")
         self.max_disp_fraction = float(max_disp_fraction)
         self.encoder = ResNetEncoder(depth=depth, width=width, in_channels=3)
-        self.decoder = DepthDecoder(self.encoder.channels, scales=scales, out_channels=2)
+        self.decoder = DepthDecoder(self.encoder.channels, scales=scales, out_channels=2, feed_outputs=True)
 
     @property
     def scales(self) -> list[int]:

@@ -179,6 +179,46 @@ def good_lr_with_warp(d_l, d_r, tau):
 
 # -- wrong answers -------------------------------------------------------------------------------
 
+
+def _read_at(src, x_new):
+    """src (B, 1, H, W) read at columns x_new (B, 1, H, W), linear, border padding; by hand."""
+    w = src.shape[-1]
+    x = x_new.clamp(0, w - 1)
+    x0 = x.floor().clamp(max=w - 2).long()
+    t = x - x0
+    a = torch.gather(src, -1, x0)
+    b = torch.gather(src, -1, x0 + 1)
+    return a * (1 - t) + b * t
+
+
+def good_lr_term(dl, dr, power=1, side=1.0, to_pixels=True):
+    w = dl.shape[-1]
+    scale = w if to_pixels else 1.0
+    cols = torch.arange(w, dtype=dl.dtype).expand_as(dl)
+    r_at_l = _read_at(dr, cols - side * dl * scale)
+    l_at_r = _read_at(dl, cols + side * dr * scale)
+    return (dl - r_at_l).abs().pow(power).mean() + (dr - l_at_r).abs().pow(power).mean()
+
+
+def _zero_pad_lr(dl, dr):
+    w = dl.shape[-1]
+    cols = torch.arange(w, dtype=dl.dtype).expand_as(dl)
+    xs_l, xs_r = cols - dl * w, cols + dr * w
+    inside_l = ((xs_l >= 0) & (xs_l <= w - 1)).to(dl.dtype)
+    inside_r = ((xs_r >= 0) & (xs_r <= w - 1)).to(dl.dtype)
+    return (dl - _read_at(dr, xs_l) * inside_l).abs().mean() + (dr - _read_at(dl, xs_r) * inside_r).abs().mean()
+
+
+def good_post_process(d, df, x_of=lambda w, dt: torch.arange(w, dtype=dt) / (w - 1), start=0.05, flip_back=True, swap=False):
+    w = d.shape[-1]
+    x = x_of(w, d.dtype)
+    l = 1 - torch.clamp(20 * (x - start), 0, 1)
+    r = torch.flip(l, [0])
+    if swap:
+        l, r = r, l
+    b = torch.flip(df, [-1]) if flip_back else df
+    return r * d + l * b + (1 - l - r) * (d + b) / 2
+
 WRONG = {
     "image": [
         lambda im: torch.tensor(im, dtype=torch.float32).permute(2, 0, 1)[None],  # no / 255
@@ -276,6 +316,20 @@ WRONG = {
         lambda o, d, lo, hi: float(np.minimum((lo - o) / d, (hi - o) / d).max()),  # never reports a miss
         lambda o, d, lo, hi: good_ray_box(o, d, lo - 0.5, hi + 0.5),  # box half a metre too big
     ],
+    "lr_term": [
+        lambda dl, dr: good_lr_term(dl, dr, power=2),  # squared differences
+        lambda dl, dr: good_lr_term(dl, dr, side=-1.0),  # d_r read at x + d_l, d_l at x - d_r
+        lambda dl, dr: good_lr_term(dl, dr, to_pixels=False),  # fractions used as pixels
+        _zero_pad_lr,  # zero padding outside the image
+        lambda dl, dr: (dl - _read_at(dr, torch.arange(dl.shape[-1], dtype=dl.dtype) - dl * dl.shape[-1])).abs().mean(),  # one half only
+    ],
+    "post_process": [
+        lambda d, df: good_post_process(d, df, flip_back=False),  # mirrored prediction not flipped back
+        lambda d, df: good_post_process(d, df, swap=True),  # ramps swapped
+        lambda d, df: good_post_process(d, df, x_of=lambda w, dt: torch.arange(w, dtype=dt) / w),  # x = u / W
+        lambda d, df: good_post_process(d, df, start=0.0),  # ramp without the 5 % plateau
+        lambda d, df: (d + torch.flip(df, [-1])) / 2,  # plain average
+    ],
     "wta": [
         lambda v: good_wta(-v),  # argmax
         lambda v: 2 * v.argmin(1, keepdim=True).to(v.dtype) - good_wta(v),  # offset sign flipped
@@ -320,6 +374,8 @@ def _call(name, fn, raw):
         "wta": lambda: checks.check_wta_subpixel(fn),
         "lr": lambda: checks.check_lr_consistency(fn),
         "lr_warp": lambda: checks.check_lr_consistency(fn),
+        "lr_term": lambda: checks.check_left_right_term(fn),
+        "post_process": lambda: checks.check_post_process(fn),
     }[name]()
 
 
@@ -343,6 +399,8 @@ GOOD = {
     "wta": good_wta,
     "lr": good_lr,
     "lr_warp": good_lr_with_warp,
+    "lr_term": good_lr_term,
+    "post_process": good_post_process,
 }
 
 
@@ -432,3 +490,25 @@ def test_chapter05_feedback_names_the_mistake():
         checks.check_lr_consistency(WRONG["lr"][3])
     with pytest.raises(checks.CheckFailed, match="boolean mask"):
         checks.check_lr_consistency(WRONG["lr"][8])
+
+
+@pytest.mark.parametrize("check", [checks.check_left_right_term, checks.check_post_process])
+def test_chapter06_stubs_report_not_done_and_fail_when_grading(check, monkeypatch, capsys):
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    monkeypatch.delenv("LESSON_LIB_STRICT_CHECKS", raising=False)
+    assert check(_not_done) is False
+    assert "not implemented yet" in capsys.readouterr().out
+    monkeypatch.setenv("LESSON_LIB_STRICT_CHECKS", "1")
+    with pytest.raises(checks.ExerciseNotDone, match="not implemented yet"):
+        check(_not_done)
+
+
+def test_chapter06_feedback_names_the_mistake():
+    with pytest.raises(checks.CheckFailed, match="multiply the fractions by the width"):
+        checks.check_left_right_term(WRONG["lr_term"][2])
+    with pytest.raises(checks.CheckFailed, match="x - d_l"):
+        checks.check_left_right_term(WRONG["lr_term"][1])
+    with pytest.raises(checks.CheckFailed, match="flip it back"):
+        checks.check_post_process(WRONG["post_process"][0])
+    with pytest.raises(checks.CheckFailed, match="left edge trust the flipped-back"):
+        checks.check_post_process(WRONG["post_process"][1])

@@ -246,3 +246,23 @@ def test_channels_last_gives_the_same_output(net_cls):
             torch.testing.assert_close(out[s], ref[s], atol=1e-5, rtol=0)
     else:
         torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("feed", [False, True])
+def test_decoder_feeds_coarser_outputs_into_finer_levels_only_when_asked(feed):
+    torch.manual_seed(0)
+    enc = ResNetEncoder(width=8)
+    dec = DepthDecoder(enc.channels, scales=(0, 1, 2, 3), out_channels=2, feed_outputs=feed).eval()
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        feats = enc(x)
+        before = dec(feats)
+        dec.heads["1"][1].bias.add_(3.0)  # change only the scale-1 output
+        after = dec(feats)
+    assert not torch.allclose(before[1], after[1])
+    assert torch.allclose(before[2], after[2])  # coarser outputs never see finer ones
+    assert torch.allclose(before[0], after[0]) is (not feed)  # scale 0 sees scale 1 only when fed
+
+
+def test_monodepth_net_uses_the_v1_decoder():
+    assert MonodepthNet(width=8).decoder.feed_outputs is True
