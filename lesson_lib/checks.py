@@ -848,7 +848,7 @@ def check_ray_box(student_fn: Callable) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-def _lr_cases(seed: int) -> list[Case]:
+def _lr_term_cases(seed: int) -> list[Case]:
     g = _gen(seed)
 
     def maps(b, h, w, top):
@@ -891,7 +891,7 @@ def check_left_right_term(student_fn: Callable) -> bool:
         (zero_pad, "sample with padding_mode='border', as the paper's sampler does"),
         (one_way, "the term has two halves: left against the sampled right, and right against the sampled left"),
     ]
-    return run_check("Exercise 6.1 (left_right_term)", student_fn, monodepth.left_right_consistency, _lr_cases(61),
+    return run_check("Exercise 6.1 (left_right_term)", student_fn, monodepth.left_right_consistency, _lr_term_cases(61),
                      mistakes, rtol=1e-6, atol=1e-9)
 
 

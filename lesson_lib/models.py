@@ -27,6 +27,8 @@ Conventions (shared by the whole course):
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 
 import torch
@@ -355,6 +357,13 @@ class MonodepthNet(nn.Module):
         max_disp_fraction: the largest disparity, as a fraction of the width (0.3 = Monodepth).
         scales: output scales (default full, 1/2, 1/4, 1/8).
         depth: encoder depth, 18 or 34.
+        initial_disparity: the disparity (fraction of the width) the untrained network
+            predicts, set through the bias of the output convolutions: ``b = logit(initial /
+            max_disp_fraction)``. Default 0.01 (4 px at 416 wide, a far scene). ``None`` keeps
+            PyTorch's default bias, which starts at ``0.3 * sigmoid(0) = 0.15`` of the width
+            (62 px): so far from most true matches that the full-resolution photometric loss
+            gives no useful gradient there, and that output can stay stuck while the coarse
+            ones learn (measured in chapter 06's training runs).
     """
 
     def __init__(
@@ -363,13 +372,21 @@ class MonodepthNet(nn.Module):
         max_disp_fraction: float = 0.3,
         scales: Sequence[int] = (0, 1, 2, 3),
         depth: int = 18,
+        initial_disparity: float | None = 0.01,
     ) -> None:
         super().__init__()
         if not 0 < max_disp_fraction <= 1:
             raise ValueError(f"max_disp_fraction must be in (0, 1], got {max_disp_fraction}")
+        if initial_disparity is not None and not 0 < initial_disparity < max_disp_fraction:
+            raise ValueError(f"initial_disparity must be in (0, max_disp_fraction), got {initial_disparity}")
         self.max_disp_fraction = float(max_disp_fraction)
         self.encoder = ResNetEncoder(depth=depth, width=width, in_channels=3)
         self.decoder = DepthDecoder(self.encoder.channels, scales=scales, out_channels=2, feed_outputs=True)
+        if initial_disparity is not None:
+            p = initial_disparity / max_disp_fraction
+            with torch.no_grad():
+                for head in self.decoder.heads.values():
+                    head[1].bias.fill_(math.log(p / (1 - p)))
 
     @property
     def scales(self) -> list[int]:

@@ -85,6 +85,8 @@ class MonodepthConfig:
     encoder_width: int = _field(16, "encoder width: 64 is ResNet-18; 16 trains on a CPU")
     encoder_depth: int = _field(18, "encoder depth (18 or 34)", choices=(18, 34))
     max_disp_fraction: float = _field(0.3, "largest disparity as a fraction of the width (0.3 * sigmoid)")
+    initial_disparity: float = _field(0.01, "disparity (fraction of the width) of the untrained network; "
+                                      "0: PyTorch's default bias (0.15)")
     alpha: float = _field(0.85, "weight of SSIM in the appearance term (the rest is L1)")
     smoothness_weight: float = _field(0.1, "edge-aware smoothness weight at full scale (divided by 2^s)")
     lr_weight: float = _field(1.0, "left-right consistency weight (variant lr only)")
@@ -343,7 +345,8 @@ class Monodepth(Method):
 
     def build_model(self) -> nn.Module:
         c = self.config
-        return MonodepthNet(width=c.encoder_width, max_disp_fraction=c.max_disp_fraction, scales=(0, 1, 2, 3), depth=c.encoder_depth)
+        return MonodepthNet(width=c.encoder_width, max_disp_fraction=c.max_disp_fraction, scales=(0, 1, 2, 3),
+                            depth=c.encoder_depth, initial_disparity=c.initial_disparity or None)
 
     def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         for key in ("left", "right"):

@@ -266,3 +266,16 @@ def test_decoder_feeds_coarser_outputs_into_finer_levels_only_when_asked(feed):
 
 def test_monodepth_net_uses_the_v1_decoder():
     assert MonodepthNet(width=8).decoder.feed_outputs is True
+
+
+def test_initial_disparity_sets_the_untrained_output():
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        small = MonodepthNet(width=8, initial_disparity=0.01)(x)
+        default_bias = MonodepthNet(width=8, initial_disparity=None)(x)
+    for s in range(4):
+        assert abs(float(small[s].mean()) - 0.01) < 0.005, s
+        assert abs(float(default_bias[s].mean()) - 0.15) < 0.05, s
+    with pytest.raises(ValueError, match="initial_disparity"):
+        MonodepthNet(width=8, initial_disparity=0.3)
