@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -37,21 +36,11 @@ from pathlib import Path
 
 import torch
 
+from lesson_lib.env import device_name
+
 MODES = ("plain", "trainer_fp32", "trainer_fast")
 LABELS = {"plain": "plain loop (fp32)", "trainer_fp32": "trainer fp32", "trainer_fast": "trainer fast (AMP + CL)"}
 TARGET = 2.0
-
-
-def device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(0)
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _batch(args) -> dict[str, torch.Tensor]:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -45,6 +44,7 @@ from kornia.geometry.depth import warp_frame_depth
 from kornia.losses import ssim_loss
 
 from lesson_lib import losses, warping
+from lesson_lib.env import device_name
 
 TARGET_RATIO = 1.5
 ALPHA = 0.85
@@ -146,24 +146,6 @@ def fwd_bwd(loss_fn: Callable[[], torch.Tensor], leaves: list[torch.Tensor]) -> 
         loss_fn().backward()
 
     return step
-
-
-# ----------------------------------------------------------------------------------------------
-# environment
-# ----------------------------------------------------------------------------------------------
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 
@@ -19,19 +18,10 @@ import numpy as np
 import torch
 
 from lesson_lib.data import synthetic
+from lesson_lib.env import device_name as machine_name
 from lesson_lib.data.world import CameraConfig, MotionConfig, Renderer, StreetConfig, build_world
 
 TARGET_FPS = 10.0
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
@@ -73,7 +63,7 @@ def main() -> None:
             prev = (vl, vr)
     med = statistics.median(times)
     fps = 1.0 / med
-    device_name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"{cpu_name()} ({torch.get_num_threads()} threads)"
+    device_name = machine_name(args.device) + ("" if args.device.startswith("cuda") else f" ({torch.get_num_threads()} threads)")
     print(f"device: {device_name}; torch {torch.__version__}")
     print(f"resolution {cam.height}x{cam.width}, {args.frames} frames, world build {t_build:.2f} s")
     print(f"per frame (stereo pair + depth + flow): median {med * 1000:.1f} ms, "

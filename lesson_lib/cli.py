@@ -54,10 +54,6 @@ class SyntheticStereoData:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= {0 if name.startswith('val_') else 1}, got {value}")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors name the command and exit with status 2."""
-
-
 def _fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 2
@@ -70,7 +66,7 @@ def _fail(message: str) -> int:
 def _train_parser() -> argparse.ArgumentParser:
     from .monodepth import MonodepthConfig
 
-    p = _Parser(
+    p = argparse.ArgumentParser(
         prog="python -m lesson_lib train monodepth",
         description="Train Monodepth (chapter 06) on stereo pairs of the synthetic world. "
         "Example: python -m lesson_lib train monodepth --steps 3000 --input-height 64 --input-width 224 "
@@ -123,7 +119,7 @@ def main_train(argv: list[str]) -> int:
 
 
 def main_evaluate(argv: list[str]) -> int:
-    p = _Parser(
+    p = argparse.ArgumentParser(
         prog="python -m lesson_lib evaluate",
         description="The depth metrics of a trained Monodepth model on the synthetic test split: in metres "
         "and median-scaled, without and with the flip post-processing.",
@@ -164,38 +160,8 @@ def main_evaluate(argv: list[str]) -> int:
 # predict
 
 
-def read_image(path: str | Path) -> torch.Tensor:
-    """An image file as ``(1, 3, H, W)`` float in ``[0, 1]`` (grey is repeated, alpha dropped).
-
-    Raises:
-        FileNotFoundError: no file at ``path``.
-        ValueError: the file is not an image scikit-image can read (the message names it).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no image file at {path}")
-    from skimage import io
-
-    try:
-        a = np.asarray(io.imread(path))
-    except Exception as exc:  # unreadable or not an image
-        raise ValueError(f"cannot read {path} as an image (expected PNG, JPEG, ...): {type(exc).__name__}: {exc}") from exc
-    if a.ndim == 2:
-        a = np.repeat(a[..., None], 3, axis=-1)
-    if a.ndim != 3 or a.shape[-1] not in (3, 4) or min(a.shape[:2]) < 2:
-        raise ValueError(f"{path}: expected an RGB or grey image, got an array of shape {a.shape}")
-    a = a[..., :3]
-    if a.dtype == np.uint8:
-        x = a.astype(np.float32) / 255.0
-    elif a.dtype == np.uint16:
-        x = a.astype(np.float32) / 65535.0
-    else:
-        x = np.clip(a.astype(np.float32), 0, 1)
-    return torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None]
-
-
 def main_predict(argv: list[str]) -> int:
-    p = _Parser(
+    p = argparse.ArgumentParser(
         prog="python -m lesson_lib predict",
         description="Predict the disparity of each image with a trained Monodepth model; writes "
         "OUT/<name>_disp.png (coloured, bright = near) and OUT/<name>_disp.npy (float32 (H, W) disparity as "
@@ -209,6 +175,7 @@ def main_predict(argv: list[str]) -> int:
     ns = p.parse_args(argv)
     from matplotlib import pyplot as plt
 
+    from .data.folder import read_image
     from .env import pick_device
     from .monodepth import load_model, predict_disparity
     from .plotting import colorize
@@ -225,7 +192,7 @@ def main_predict(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for f in ns.images:
         try:
-            image = read_image(f).to(device)
+            image = torch.from_numpy(read_image(f)).permute(2, 0, 1)[None].to(device)
         except ValueError as exc:
             return _fail(str(exc))
         disp = predict_disparity(model, image, post_processing=ns.post_process, size=config.input_size)
@@ -243,7 +210,7 @@ def main_predict(argv: list[str]) -> int:
 
 
 def main_export(argv: list[str]) -> int:
-    p = _Parser(prog="python -m lesson_lib export-weights",
+    p = argparse.ArgumentParser(prog="python -m lesson_lib export-weights",
                 description="Write the model of a training checkpoint as a small weights file (float16 by default).")
     p.add_argument("checkpoint", help="a training checkpoint (OUT_DIR/latest.pt)")
     p.add_argument("out", help="the weights file to write")

@@ -62,6 +62,22 @@ def versions() -> dict[str, str]:
     return out
 
 
+def device_name(device: torch.device | str = "cpu") -> str:
+    """A readable name of the machine that computes: the GPU's name for a CUDA device, else the
+    CPU model from ``/proc/cpuinfo`` (benchmarks print it beside their figures)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
 def environment_report() -> str:
     """A short report: package versions, the compute device and what it means for the course."""
     lines = [f"{k:>13}: {v}" for k, v in versions().items()]

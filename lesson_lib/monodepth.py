@@ -40,7 +40,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,8 @@ from ._validate import check_same_device, check_tensor
 from .losses import photometric_error, smoothness
 from .metrics import depth_metrics
 from .models import MonodepthNet
-from .stereo import disparity_to_depth
+from .stereo import depth_to_disparity, disparity_to_depth, fraction_to_pixels, pixels_to_fraction
+from .stereo_opt import downsample
 from .training import CheckpointError, Method, _field, load_checkpoint, save_checkpoint
 from .warping import stereo_warp
 
@@ -65,6 +66,7 @@ __all__ = [
     "post_process",
     "predict_disparity",
     "disparity_fraction_to_depth",
+    "depth_to_disparity_fraction",
     "load_model",
     "resize_images",
     "evaluate",
@@ -130,12 +132,6 @@ class MonodepthConfig:
 # The loss
 
 
-def _reduce_to(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(image.shape[-2:]) == tuple(size):
-        return image
-    return F.interpolate(image, size=size, mode="area")
-
-
 def left_right_consistency(d_left: torch.Tensor, d_right: torch.Tensor) -> torch.Tensor:
     """Monodepth's left-right term for one scale: ``mean|d_l - d_r(x - d_l)| + mean|d_r - d_l(x + d_r)|``.
 
@@ -149,8 +145,8 @@ def left_right_consistency(d_left: torch.Tensor, d_right: torch.Tensor) -> torch
     dims = check_tensor(d_left, "d_left", ("B", 1, "H", "W"))
     check_tensor(d_right, "d_right", ("B", 1, "H", "W"), dims=dims)
     w = d_left.shape[-1]
-    r_at_l, _ = stereo_warp(d_right, d_left * w, "right", padding_mode="border")
-    l_at_r, _ = stereo_warp(d_left, d_right * w, "left", padding_mode="border")
+    r_at_l, _ = stereo_warp(d_right, fraction_to_pixels(d_left, w), "right", padding_mode="border")
+    l_at_r, _ = stereo_warp(d_left, fraction_to_pixels(d_right, w), "left", padding_mode="border")
     return (d_left - r_at_l).abs().mean() + (d_right - l_at_r).abs().mean()
 
 
@@ -188,16 +184,16 @@ def monodepth_loss(
         if cfg.multiscale == "upsample" and s > 0:
             disp = F.interpolate(disp, size=(H, W), mode="bilinear", align_corners=False)
         h, w = disp.shape[-2:]
-        L, R = _reduce_to(left, (h, w)), _reduce_to(right, (h, w))
+        L, R = downsample(left, H // h), downsample(right, H // h)  # area averaging, as chapter 05
         d_l, d_r = disp[:, :1], disp[:, 1:2]
         if cfg.variant == "naive":
-            right_est, _ = stereo_warp(L, d_l * w, "left", padding_mode="border")
+            right_est, _ = stereo_warp(L, fraction_to_pixels(d_l, w), "left", padding_mode="border")
             ap = photometric_error(right_est, R, cfg.alpha, reduction="mean")
             sm = smoothness(d_l, R, normalize=False)
             lr = zero
         else:
-            left_est, _ = stereo_warp(R, d_l * w, "right", padding_mode="border")
-            right_est, _ = stereo_warp(L, d_r * w, "left", padding_mode="border")
+            left_est, _ = stereo_warp(R, fraction_to_pixels(d_l, w), "right", padding_mode="border")
+            right_est, _ = stereo_warp(L, fraction_to_pixels(d_r, w), "left", padding_mode="border")
             ap = photometric_error(left_est, L, cfg.alpha, reduction="mean") + photometric_error(
                 right_est, R, cfg.alpha, reduction="mean"
             )
@@ -323,10 +319,37 @@ def disparity_fraction_to_depth(
     W = disp.shape[-1]
     return torch.cat(
         [
-            disparity_to_depth(disp[i : i + 1] * W, float(K[i, 0, 0]), float(b[i]), min_depth=min_depth, max_depth=max_depth)
+            disparity_to_depth(fraction_to_pixels(disp[i : i + 1], W), float(K[i, 0, 0]), float(b[i]), min_depth=min_depth, max_depth=max_depth)
             for i in range(disp.shape[0])
         ]
     )
+
+
+def depth_to_disparity_fraction(
+    depth: torch.Tensor, K: torch.Tensor, baseline: torch.Tensor | float
+) -> torch.Tensor:
+    """The true disparity, as a fraction of the width, of a ground-truth depth map:
+    ``f_x · B / (Z · W)`` per image; pixels without depth (``Z <= 0``, e.g. the synthetic
+    world's sky) are infinitely far and get 0.
+
+    Args:
+        depth: ``(B, 1, H, W)`` z-depth in metres (0 where unknown).
+        K: ``(B, 3, 3)`` intrinsics at this resolution; ``baseline``: ``(B,)`` or a number, metres.
+    """
+    check_tensor(depth, "depth", ("B", 1, "H", "W"))
+    check_tensor(K, "K", (depth.shape[0], 3, 3))
+    b = torch.as_tensor(baseline, dtype=torch.float64).flatten()
+    if b.numel() == 1:
+        b = b.expand(depth.shape[0])
+    if b.numel() != depth.shape[0]:
+        raise ValueError(f"baseline must be one number or one per image ({depth.shape[0]}), got {b.numel()}")
+    W = depth.shape[-1]
+    out = torch.zeros_like(depth)
+    for i in range(depth.shape[0]):
+        known = depth[i] > 0
+        d = depth_to_disparity(depth[i][known], float(K[i, 0, 0]), float(b[i]))
+        out[i][known] = pixels_to_fraction(d, W)
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -464,8 +464,11 @@ def test_student_exception_and_non_function_and_none():
         checks.check_project(lambda P, K: None)
 
 
-@pytest.mark.parametrize("check", [checks.check_wta_subpixel, checks.check_lr_consistency])
-def test_chapter05_stubs_report_not_done_and_fail_when_grading(check, monkeypatch, capsys):
+@pytest.mark.parametrize(
+    "check",
+    [checks.check_wta_subpixel, checks.check_lr_consistency, checks.check_left_right_term, checks.check_post_process],
+)
+def test_later_chapter_stubs_report_not_done_and_fail_when_grading(check, monkeypatch, capsys):
     monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
     monkeypatch.delenv("LESSON_LIB_STRICT_CHECKS", raising=False)
     assert check(_not_done) is False
@@ -490,17 +493,6 @@ def test_chapter05_feedback_names_the_mistake():
         checks.check_lr_consistency(WRONG["lr"][3])
     with pytest.raises(checks.CheckFailed, match="boolean mask"):
         checks.check_lr_consistency(WRONG["lr"][8])
-
-
-@pytest.mark.parametrize("check", [checks.check_left_right_term, checks.check_post_process])
-def test_chapter06_stubs_report_not_done_and_fail_when_grading(check, monkeypatch, capsys):
-    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
-    monkeypatch.delenv("LESSON_LIB_STRICT_CHECKS", raising=False)
-    assert check(_not_done) is False
-    assert "not implemented yet" in capsys.readouterr().out
-    monkeypatch.setenv("LESSON_LIB_STRICT_CHECKS", "1")
-    with pytest.raises(checks.ExerciseNotDone, match="not implemented yet"):
-        check(_not_done)
 
 
 def test_chapter06_feedback_names_the_mistake():

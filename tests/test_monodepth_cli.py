@@ -106,5 +106,5 @@ def test_corrupt_files_get_clear_messages(trained):
     notimg = tmp / "notes.png"
     notimg.write_text("this is not an image")
     r = cli("predict", notimg, "--weights", run / "latest.pt", "--out", tmp / "p2", cache=tmp / "cache")
-    assert r.returncode == 2 and "cannot read" in r.stderr and "notes.png" in r.stderr
+    assert r.returncode == 2 and "could not be read as an image" in r.stderr and "notes.png" in r.stderr
     assert "Traceback" not in r.stderr
