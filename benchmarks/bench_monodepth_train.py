@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from lesson_lib.env import device_name
+from lesson_lib.course.env import device_name
 
 MODES = ("plain", "trainer_fp32", "trainer_fast")
 LABELS = {"plain": "plain loop (fp32)", "trainer_fp32": "trainer fp32", "trainer_fast": "trainer fast (AMP + CL)"}
@@ -54,7 +54,7 @@ def _batch(args) -> dict[str, torch.Tensor]:
 
 def child(args) -> dict:
     """Time one mode in this process; returns its numbers."""
-    from lesson_lib.monodepth import Monodepth, MonodepthConfig, monodepth_loss
+    from lesson_lib.methods.monodepth import Monodepth, MonodepthConfig, monodepth_loss
     from lesson_lib.training import TrainConfig, Trainer
 
     torch.manual_seed(0)

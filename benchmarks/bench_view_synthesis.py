@@ -44,7 +44,7 @@ from kornia.geometry.depth import warp_frame_depth
 from kornia.losses import ssim_loss
 
 from lesson_lib import losses, warping
-from lesson_lib.env import device_name
+from lesson_lib.course.env import device_name
 
 TARGET_RATIO = 1.5
 ALPHA = 0.85

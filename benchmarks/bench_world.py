@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from lesson_lib.data import synthetic
-from lesson_lib.env import device_name as machine_name
+from lesson_lib.course.env import device_name as machine_name
 from lesson_lib.data.world import CameraConfig, MotionConfig, Renderer, StreetConfig, build_world
 
 TARGET_FPS = 10.0

@@ -10,13 +10,17 @@ Conventions (shared by the whole course):
 
 Projection:       ``z [u, v, 1]^T = K [X, Y, Z]^T``
 Back-projection:  ``[X, Y, Z]^T = Z * K^-1 [u, v, 1]^T``  -- needs the depth ``Z``.
+
+Precision: :func:`backproject` and :func:`project_points` always compute in float32 (float64
+for float64 inputs), also inside ``torch.autocast``, where a matrix product would otherwise run
+in bfloat16 or float16 and move points by pixels (:func:`lesson_lib._validate.float32_geometry`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ._validate import check_same_device, check_tensor
+from ._validate import check_same_device, check_tensor, float32_geometry
 
 __all__ = [
     "intrinsics_matrix",
@@ -103,6 +107,7 @@ def pixel_grid(
     return torch.stack([u, v, torch.ones_like(u)])
 
 
+@float32_geometry
 def backproject(depth: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     """Back-project every pixel to a 3-D point in the camera frame (chapter 02).
 
@@ -114,7 +119,8 @@ def backproject(depth: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
 
     Returns:
         points ``(B, 3, H, W)``: X, Y, Z in the camera frame (use ``.flatten(2)`` for
-        ``(B, 3, H*W)`` columns).
+        ``(B, 3, H*W)`` columns), float32 or float64 (``depth``'s dtype, at least float32;
+        computed without autocast).
 
     Example:
         >>> K = intrinsics_matrix(100.0, 100.0, 1.0, 1.0)[None]
@@ -130,6 +136,7 @@ def backproject(depth: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     return (rays * depth.reshape(b, 1, h * w)).reshape(b, 3, h, w)
 
 
+@float32_geometry
 def project_points(
     points: torch.Tensor, K: torch.Tensor, eps: float = 1e-6
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,7 +149,8 @@ def project_points(
 
     Returns:
         ``(uv, valid)``: ``uv`` is ``(B, 2, N)`` pixel coordinates, finite everywhere (``z`` is
-        clamped to ``eps`` before dividing); ``valid`` is ``(B, 1, N)`` bool, False for points
+        clamped to ``eps`` before dividing), float32 or float64 (``points``' dtype, at least
+        float32; computed without autocast); ``valid`` is ``(B, 1, N)`` bool, False for points
         with ``z <= eps`` whose ``uv`` means nothing.
     """
     dims = check_tensor(points, "points", ("B", 3, "N"))

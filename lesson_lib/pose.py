@@ -12,13 +12,17 @@ Conventions (shared by the whole course):
   * ``"axis_angle"``: monodepth2's rotation vector ``w = angle * unit_axis`` (Rodrigues).
 - Elementary rotations are right-handed: ``Rz(a) = [[cos a, -sin a, 0], [sin a, cos a, 0],
   [0, 0, 1]]`` turns the x-axis towards the y-axis.
+- Precision: every function here computes in float32 (float64 for float64 inputs), also
+  inside ``torch.autocast``; a pose network's half-precision output is cast to float32 first
+  (:func:`lesson_lib._validate.float32_geometry`), so poses and transformed points come out
+  float32 or float64.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ._validate import check_same_device, check_tensor
+from ._validate import check_same_device, check_tensor, float32_geometry
 
 __all__ = [
     "axis_rotation",
@@ -34,9 +38,11 @@ __all__ = [
     "transform_points",
 ]
 
-_ROTATIONS = ("euler", "axis_angle")
+ROTATIONS = ("euler", "axis_angle")
+"""The rotation parametrisations of a 6-vector pose (:func:`pose_vector_to_matrix`)."""
 
 
+@float32_geometry
 def axis_rotation(axis: str, angle: torch.Tensor) -> torch.Tensor:
     """Rotation by ``angle`` (radians, shape ``(B,)``) about the camera axis ``"x"``, ``"y"``
     or ``"z"``; returns ``(B, 3, 3)``."""
@@ -54,6 +60,7 @@ def axis_rotation(axis: str, angle: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.stack(r, dim=-1) for r in rows], dim=-2)
 
 
+@float32_geometry
 def euler_to_matrix(angles: torch.Tensor) -> torch.Tensor:
     """SfMLearner's Euler angles ``(B, 3)`` ``[rx, ry, rz]`` (radians) to ``(B, 3, 3)``:
     ``R = Rx(rx) @ Ry(ry) @ Rz(rz)`` (chapter 02)."""
@@ -65,6 +72,7 @@ def euler_to_matrix(angles: torch.Tensor) -> torch.Tensor:
     )
 
 
+@float32_geometry
 def matrix_to_euler(R: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`euler_to_matrix` for ``|ry| < pi/2``: returns ``(B, 3)``.
 
@@ -91,6 +99,7 @@ def _skew(w: torch.Tensor) -> torch.Tensor:
     )
 
 
+@float32_geometry
 def axis_angle_to_matrix(axis_angle: torch.Tensor) -> torch.Tensor:
     """Rodrigues' formula: rotation vector ``(B, 3)`` to ``(B, 3, 3)`` (chapter 02).
 
@@ -111,6 +120,7 @@ def axis_angle_to_matrix(axis_angle: torch.Tensor) -> torch.Tensor:
     return eye + a[:, None, None] * W + b[:, None, None] * (W @ W)
 
 
+@float32_geometry
 def matrix_to_axis_angle(R: torch.Tensor) -> torch.Tensor:
     """Rotation matrix ``(B, 3, 3)`` to a rotation vector ``(B, 3)`` with angle in ``[0, pi]``.
 
@@ -149,9 +159,10 @@ def _rotation(r: torch.Tensor, rotation: str) -> torch.Tensor:
         return euler_to_matrix(r)
     if rotation == "axis_angle":
         return axis_angle_to_matrix(r)
-    raise ValueError(f"rotation must be one of {_ROTATIONS}, got {rotation!r}")
+    raise ValueError(f"rotation must be one of {ROTATIONS}, got {rotation!r}")
 
 
+@float32_geometry
 def make_pose(R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Assemble ``(B, 4, 4)`` poses ``[[R, t], [0, 1]]`` from ``R (B, 3, 3)`` and ``t (B, 3)``."""
     dims = check_tensor(R, "R", ("B", 3, 3))
@@ -164,6 +175,7 @@ def make_pose(R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return T
 
 
+@float32_geometry
 def pose_vector_to_matrix(vec: torch.Tensor, rotation: str = "euler") -> torch.Tensor:
     """6-DoF vectors ``(B, 6)`` ``[tx, ty, tz, r1, r2, r3]`` to poses ``(B, 4, 4)``.
 
@@ -175,6 +187,7 @@ def pose_vector_to_matrix(vec: torch.Tensor, rotation: str = "euler") -> torch.T
     return make_pose(_rotation(vec[:, 3:], rotation), vec[:, :3])
 
 
+@float32_geometry
 def matrix_to_pose_vector(T: torch.Tensor, rotation: str = "euler") -> torch.Tensor:
     """Inverse of :func:`pose_vector_to_matrix`: ``(B, 4, 4)`` to ``(B, 6)``."""
     check_tensor(T, "T", ("B", 4, 4))
@@ -184,10 +197,11 @@ def matrix_to_pose_vector(T: torch.Tensor, rotation: str = "euler") -> torch.Ten
     elif rotation == "axis_angle":
         r = matrix_to_axis_angle(R)
     else:
-        raise ValueError(f"rotation must be one of {_ROTATIONS}, got {rotation!r}")
+        raise ValueError(f"rotation must be one of {ROTATIONS}, got {rotation!r}")
     return torch.cat([t, r], dim=-1)
 
 
+@float32_geometry
 def invert_pose(T: torch.Tensor) -> torch.Tensor:
     """Inverse of a rigid pose: ``[[R, t], [0, 1]]^-1 = [[R^T, -R^T t], [0, 1]]`` (chapter 02).
 
@@ -199,6 +213,7 @@ def invert_pose(T: torch.Tensor) -> torch.Tensor:
     return make_pose(Rt, -(Rt @ T[:, :3, 3:4])[:, :, 0])
 
 
+@float32_geometry
 def compose_poses(T_a_to_b: torch.Tensor, T_b_to_c: torch.Tensor) -> torch.Tensor:
     """Chain two poses: first ``a -> b``, then ``b -> c``; returns ``T_a_to_c = T_b_to_c @
     T_a_to_b`` (the later motion stands on the left; chapter 02)."""
@@ -208,6 +223,7 @@ def compose_poses(T_a_to_b: torch.Tensor, T_b_to_c: torch.Tensor) -> torch.Tenso
     return T_b_to_c @ T_a_to_b
 
 
+@float32_geometry
 def transform_points(T: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Apply poses ``(B, 4, 4)`` to column points ``(B, 3, N)``: ``R p + t``."""
     dims = check_tensor(T, "T", ("B", 4, 4))

@@ -12,7 +12,12 @@ Conventions (shared by the whole course):
   the corner pixels are at -1 and 1: ``x = 2u / (W - 1) - 1``. With ``align_corners=False``
   the *edges* of the image are at -1 and 1: ``x = (2u + 1) / W - 1``. :func:`sample` always
   uses the normalisation that matches the ``align_corners`` it passes, so both give the same
-  result; mixing them shifts the image by up to half a pixel.
+  result inside the image (``0 <= u <= W-1``) and, with ``"zeros"`` or ``"border"`` padding,
+  outside it too; mixing them shifts the image by up to half a pixel. With ``"reflection"``
+  padding the two differ outside the image: ``align_corners=True`` mirrors about the border
+  pixel's *centre* (``u = -1`` reads ``u = 1``), ``False`` about the image's *edge*
+  ``u = -1/2`` (``u = -1`` reads ``u = 0``) and reads the border pixel itself for
+  ``-1/2 <= u <= 0``.
 - A sample is *valid* when it lies inside the source, ``0 <= u <= W-1`` and
   ``0 <= v <= H-1`` (all four neighbours exist; up to 1e-3 px of slack, so that rounding does
   not invalidate the border of an identity warp), and, for the rigid warp, the point is in
@@ -20,6 +25,16 @@ Conventions (shared by the whole course):
 - Stereo: the left pixel ``x`` matches the right pixel ``x - d`` (``d >= 0`` in pixels).
 - Pose: ``T_t_to_s`` maps target-frame points into the source frame; the target is
   reconstructed by sampling the source at ``p_s ~ K_s T_t_to_s D_t(p_t) K_t^-1 p_t``.
+
+Precision and speed on a GPU:
+
+- Every function here computes in float32 (float64 for float64 inputs), also inside
+  ``torch.autocast``, where the rigid warp's matrix product would otherwise run in bfloat16 or
+  float16 and move the sampling points by several pixels; half-precision inputs are cast to
+  float32 and the results are float32 (:func:`lesson_lib._validate.float32_geometry`).
+- The checks for non-finite depth and for negative or non-finite disparity read the data (a
+  host sync on a GPU); they are skipped inside :func:`lesson_lib._validate.value_checks`
+  ``(False)``, which the trainer uses around its training step.
 """
 
 from __future__ import annotations
@@ -27,7 +42,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._validate import check_same_device, check_tensor
+from ._validate import check_same_device, check_tensor, float32_geometry, value_checks_enabled
 from .camera import pixel_grid
 
 __all__ = [
@@ -43,6 +58,7 @@ __all__ = [
 _PADDING = ("zeros", "border", "reflection")
 
 
+@float32_geometry
 def normalize_pixels(uv: torch.Tensor, height: int, width: int, align_corners: bool) -> torch.Tensor:
     """Pixel coordinates ``(B, 2, H, W)`` to ``grid_sample``'s ``(B, H, W, 2)`` in ``[-1, 1]``,
     with the normalisation that matches ``align_corners`` (chapter 03)."""
@@ -65,6 +81,7 @@ def _inside(uv: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return (u >= -tol) & (u <= width - 1 + tol) & (v >= -tol) & (v <= height - 1 + tol)
 
 
+@float32_geometry
 def sample(
     image: torch.Tensor,
     uv: torch.Tensor,
@@ -78,8 +95,17 @@ def sample(
         uv: ``(B, 2, H, W)`` where to read, in source pixels (``u`` first).
         padding_mode: what is read outside the source: ``"zeros"``, ``"border"`` or
             ``"reflection"`` (as ``grid_sample``).
-        align_corners: passed to ``grid_sample`` together with the matching normalisation; the
-            result is the same either way (up to rounding), which a test checks.
+        align_corners: passed to ``grid_sample`` together with the matching normalisation.
+            Inside the source (``0 <= u <= Ws-1``, ``0 <= v <= Hs-1``) the result is the same
+            either way (up to rounding), and outside too with ``"zeros"`` or ``"border"``.
+            With ``"reflection"`` the two differ outside: ``True`` mirrors about the centre of
+            the border pixel, ``u -> -u`` and ``u -> 2 (Ws-1) - u`` (``u = -1`` reads column 1,
+            as ``numpy.pad(mode="reflect")``); ``False`` mirrors about the image's edge,
+            ``u -> -1 - u`` and ``u -> 2 Ws - 1 - u`` (``u = -1`` reads column 0, as
+            ``numpy.pad(mode="symmetric")``), and then clamps to ``[0, Ws-1]``, so every
+            ``u`` within half a pixel outside the border pixel's centre reads that pixel.
+            For a row ``[10, 20, 40, 80]`` at ``u = -0.5``: 15 with ``True``, 10 with
+            ``False``. The valid mask is False there either way.
 
     Returns:
         ``(warped (B, C, H, W), valid (B, 1, H, W) bool)``.
@@ -95,6 +121,7 @@ def sample(
     return warped, _inside(uv, hs, ws)
 
 
+@float32_geometry
 def bilinear_sample_by_hand(image: torch.Tensor, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Bilinear interpolation written out (for teaching; chapter 03). Same contract as
     :func:`sample` with ``padding_mode="zeros"``: neighbours outside the image count as 0.
@@ -119,6 +146,7 @@ def bilinear_sample_by_hand(image: torch.Tensor, uv: torch.Tensor) -> tuple[torc
     return out, _inside(uv, hs, ws)
 
 
+@float32_geometry
 def stereo_warp(
     source: torch.Tensor,
     disparity: torch.Tensor,
@@ -139,18 +167,21 @@ def stereo_warp(
 
     Raises:
         ValueError: on negative or non-finite disparity (the sign convention is ``x - d``).
+            A value check: skipped inside :func:`lesson_lib._validate.value_checks`
+            ``(False)``, which the trainer uses in its training step (no host sync there).
     """
     dims = check_tensor(source, "source", ("B", "C", "H", "W"))
     check_tensor(disparity, "disparity", ("B", 1, "H", "W"), dims=dims)
     check_same_device(source=source, disparity=disparity)
     if source_side not in ("left", "right"):
         raise ValueError(f"source_side must be 'left' or 'right', got {source_side!r}")
-    if not bool(torch.isfinite(disparity).all()):
-        raise ValueError("disparity contains inf or NaN; mask invalid pixels first")
-    if bool((disparity < 0).any()):
-        raise ValueError(
-            f"disparity must be >= 0 (left x matches right x - d), got minimum {float(disparity.min()):.4g}"
-        )
+    if value_checks_enabled():
+        if not bool(torch.isfinite(disparity).all()):
+            raise ValueError("disparity contains inf or NaN; mask invalid pixels first")
+        if bool((disparity < 0).any()):
+            raise ValueError(
+                f"disparity must be >= 0 (left x matches right x - d), got minimum {float(disparity.min()):.4g}"
+            )
     _, _, h, w = source.shape
     grid = pixel_grid(h, w, source.dtype, source.device)[:2][None]
     shift = -disparity if source_side == "right" else disparity
@@ -158,6 +189,7 @@ def stereo_warp(
     return sample(source, uv, padding_mode, align_corners)
 
 
+@float32_geometry
 def rigid_sample_points(
     depth_t: torch.Tensor,
     T_t_to_s: torch.Tensor,
@@ -173,8 +205,13 @@ def rigid_sample_points(
 
     Returns:
         ``(uv_s (B, 2, H, W), in_front (B, 1, H, W))``: source pixel coordinates (finite
-        everywhere) and whether the point lies in front of the source camera with positive
-        target depth.
+        everywhere; float32, or float64 for a float64 ``depth_t``, also under autocast) and
+        whether the point lies in front of the source camera with positive target depth.
+
+    Raises:
+        ValueError: ``depth_t`` contains inf or NaN. A value check: skipped inside
+            :func:`lesson_lib._validate.value_checks` ``(False)``, which the trainer uses in
+            its training step (no host sync there).
     """
     dims = check_tensor(depth_t, "depth_t", ("B", 1, "H", "W"))
     check_tensor(T_t_to_s, "T_t_to_s", ("B", 4, 4), dims=dims)
@@ -182,7 +219,7 @@ def rigid_sample_points(
     K_s = K_t if K_s is None else K_s
     check_tensor(K_s, "K_s", ("B", 3, 3), dims=dims)
     check_same_device(depth_t=depth_t, T_t_to_s=T_t_to_s, K_t=K_t, K_s=K_s)
-    if not bool(torch.isfinite(depth_t).all()):
+    if value_checks_enabled() and not bool(torch.isfinite(depth_t).all()):
         raise ValueError("depth_t contains inf or NaN; mask invalid pixels (e.g. set them to 0) first")
     b, _, h, w = depth_t.shape
     dt = depth_t.dtype
@@ -197,6 +234,7 @@ def rigid_sample_points(
     return uv.reshape(b, 2, h, w), in_front.reshape(b, 1, h, w)
 
 
+@float32_geometry
 def rigid_warp(
     source: torch.Tensor,
     depth_t: torch.Tensor,
@@ -218,6 +256,12 @@ def rigid_warp(
     Returns:
         ``(warped (B, C, H, W), valid (B, 1, H, W))``: valid where the target depth is
         positive, the point is in front of the source camera, and it projects inside it.
+        The sampling points are computed in float32 (float64) also under autocast.
+
+    Raises:
+        ValueError: ``depth_t`` contains inf or NaN. A value check: skipped inside
+            :func:`lesson_lib._validate.value_checks` ``(False)``, which the trainer uses in
+            its training step (no host sync there).
     """
     check_tensor(source, "source", ("B", "C", None, None))
     uv, in_front = rigid_sample_points(depth_t, T_t_to_s, K_t, K_s)
@@ -227,6 +271,7 @@ def rigid_warp(
     return warped, inside & in_front
 
 
+@float32_geometry
 def forward_warp_stereo(
     left: torch.Tensor, disparity: torch.Tensor, valid: torch.Tensor | None = None, tolerance: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

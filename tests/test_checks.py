@@ -4,13 +4,16 @@ The wrong answers here are written out independently of the hints inside the che
 student might get them wrong; each must be rejected with a CheckFailed.
 """
 
+import importlib
+import inspect
 import math
+import pkgutil
 
 import numpy as np
 import pytest
 import torch
 
-from lesson_lib import checks
+from lesson_lib.course import checks
 from lesson_lib.data import load_middlebury_motorcycle
 
 
@@ -504,3 +507,21 @@ def test_chapter06_feedback_names_the_mistake():
         checks.check_post_process(WRONG["post_process"][0])
     with pytest.raises(checks.CheckFailed, match="left edge trust the flipped-back"):
         checks.check_post_process(WRONG["post_process"][1])
+
+
+def test_every_check_is_exported_by_the_package():
+    """A check defined in any chapter module is in the package's ``__all__`` and reachable
+    as ``checks.check_...``, so notebooks need only ``from lesson_lib.course import checks``."""
+    found = {}
+    for info in pkgutil.walk_packages(checks.__path__, prefix=checks.__name__ + "."):
+        module = importlib.import_module(info.name)
+        for name, obj in vars(module).items():
+            if name.startswith("check_") and inspect.isfunction(obj) and obj.__module__ == module.__name__:
+                found[name] = obj
+    assert len(found) >= 20
+    missing = sorted(set(found) - set(checks.__all__))
+    assert not missing, f"checks not listed in lesson_lib.course.checks.__all__: {missing}"
+    for name, fn in found.items():
+        assert getattr(checks, name, None) is fn, f"lesson_lib.course.checks.{name} is not the function of its chapter module"
+    assert {"CheckFailed", "ExerciseNotDone", "grading_mode"} <= set(checks.__all__)
+    assert all(hasattr(checks, name) for name in checks.__all__)

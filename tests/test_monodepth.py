@@ -1,4 +1,4 @@
-"""Monodepth (lesson_lib.monodepth): the loss against scenes with a known disparity, the
+"""Monodepth (lesson_lib.methods.monodepth): the loss against scenes with a known disparity, the
 left-right term, post-processing ramps, depth conversion, training a few steps, weights files
 and their errors."""
 
@@ -8,21 +8,26 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lesson_lib import monodepth
+from lesson_lib.methods import load_model
 from lesson_lib.models import MonodepthNet
-from lesson_lib.monodepth import (
+from lesson_lib.methods.monodepth import (
     Monodepth,
     MonodepthConfig,
-    disparity_fraction_to_depth,
-    export_weights,
     left_right_consistency,
-    load_model,
     monodepth_loss,
     post_process,
     post_process_weights,
     predict_disparity,
 )
-from lesson_lib.training import CheckpointError, CheckpointNotFoundError, TrainConfig, Trainer, save_checkpoint
+from lesson_lib.stereo import depth_to_disparity_fraction, disparity_fraction_to_depth
+from lesson_lib.training import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    TrainConfig,
+    Trainer,
+    export_weights,
+    save_checkpoint,
+)
 from lesson_lib.warping import stereo_warp
 
 H, W = 64, 96
@@ -83,7 +88,7 @@ def test_left_right_term_zero_when_consistent_and_weighted_in():
     consistent = _disps(3.0, 3.0)
     assert float(monodepth_loss(consistent, left, right)[1]["left_right"]) == pytest.approx(0.0, abs=1e-7)
     inconsistent = _disps(3.0, 5.0)
-    full, terms = monodepth_loss(inconsistent, left, right, MonodepthConfig(variant="lr", lr_weight=1.0))
+    full, terms = monodepth_loss(inconsistent, left, right, MonodepthConfig(variant="lr", left_right_weight=1.0))
     no_lr, terms_no = monodepth_loss(inconsistent, left, right, MonodepthConfig(variant="no_lr"))
     assert float(terms["left_right"]) == pytest.approx(4 * 2 * 2 / W, rel=1e-4)  # 4 scales, 2 terms, 2 px
     assert float(full - no_lr) == pytest.approx(float(terms["left_right"]), rel=1e-5)
@@ -133,9 +138,9 @@ def test_smoothness_known_answer_over_scales():
 def test_depth_to_disparity_fraction_and_back():
     K = torch.tensor([[[200.0, 0, 50], [0, 200.0, 30], [0, 0, 1]]])
     depth = torch.tensor([[[[10.0, 20.0, 0.0, 5.0]]]])  # 0: sky, no depth
-    d = monodepth.depth_to_disparity_fraction(depth, K, 0.5)
+    d = depth_to_disparity_fraction(depth, K[:, 0, 0], 0.5)
     assert torch.allclose(d, torch.tensor([[[[200 * 0.5 / 10 / 4, 200 * 0.5 / 20 / 4, 0.0, 200 * 0.5 / 5 / 4]]]]))
-    back = disparity_fraction_to_depth(d, K, 0.5)
+    back = disparity_fraction_to_depth(d, K[:, 0, 0], 0.5)
     assert torch.allclose(back[depth > 0], depth[depth > 0])
     assert float(back[0, 0, 0, 2]) == 100.0  # zero disparity: the far clamp, no inf
 
@@ -169,14 +174,14 @@ def test_post_process_blends_as_documented():
 def test_disparity_fraction_to_depth():
     K = torch.tensor([[[200.0, 0, 50], [0, 200.0, 30], [0, 0, 1]]] * 2)
     disp = torch.full((2, 1, 3, 100), 0.05)  # 5 px
-    depth = disparity_fraction_to_depth(disp, K, torch.tensor([0.5, 1.0]))
+    depth = disparity_fraction_to_depth(disp, K[:, 0, 0], torch.tensor([0.5, 1.0]))
     assert torch.allclose(depth[0], torch.full_like(depth[0], 200 * 0.5 / 5))
     assert torch.allclose(depth[1], torch.full_like(depth[1], 200 * 1.0 / 5))
-    assert float(disparity_fraction_to_depth(torch.zeros(1, 1, 2, 2), K[:1], 0.5).max()) == 100.0
+    assert float(disparity_fraction_to_depth(torch.zeros(1, 1, 2, 2), K[:1, 0, 0], 0.5).max()) == 100.0
     with pytest.raises(ValueError, match=">= 0"):
-        disparity_fraction_to_depth(-disp, K, 0.5)
+        disparity_fraction_to_depth(-disp, K[:, 0, 0], 0.5)
     with pytest.raises(ValueError, match="baseline"):
-        disparity_fraction_to_depth(disp, K, torch.ones(3))
+        disparity_fraction_to_depth(disp, K[:, 0, 0], torch.ones(3))
 
 
 class _Constant(torch.nn.Module):
@@ -253,8 +258,8 @@ def test_training_lowers_the_loss_and_writes_a_loadable_checkpoint(tmp_path):
     val = read_log(tmp_path / "run" / "val.csv")
     assert {"abs_rel", "a1", "abs_rel_median"} <= set(val)
 
-    model, cfg, _ = load_model(tmp_path / "run" / "latest.pt")
-    assert cfg.encoder_width == 8 and isinstance(model, MonodepthNet) and not model.training
+    model, method, _ = load_model(tmp_path / "run" / "latest.pt")
+    assert isinstance(method, Monodepth) and method.config.encoder_width == 8 and isinstance(model, MonodepthNet) and not model.training
     x = _Pairs(1)[0]["left"][None]
     assert torch.allclose(model(x)[0], trainer.model.eval()(x)[0], atol=1e-6)
 

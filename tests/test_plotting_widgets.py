@@ -1,4 +1,4 @@
-"""lesson_lib.plotting, lesson_lib.widgets and lesson_lib.env, headless (Agg, set in conftest.py)."""
+"""lesson_lib.course.plotting, .widgets and .env, headless (Agg, set in conftest.py)."""
 
 import re
 
@@ -10,9 +10,9 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
-from lesson_lib import env
-from lesson_lib.plotting import colorize, draw_camera, plot_point_cloud, show_images, to_numpy_image
-from lesson_lib.widgets import stereo_depth_figure, stereo_explorer
+from lesson_lib.course import env
+from lesson_lib.course.plotting import colorize, draw_camera, plot_point_cloud, show_images, to_numpy_image
+from lesson_lib.course.widgets import stereo_depth_figure, stereo_explorer
 
 H, W = 4, 6
 

@@ -1,4 +1,4 @@
-"""Tests for lesson_lib.student: turning instructor notebooks into student versions."""
+"""Tests for lesson_lib.course.student: turning instructor notebooks into student versions."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from lesson_lib.student import (
+from lesson_lib.course.student import (
     SOLUTION_STUB,
     main,
     make_student_notebook,
@@ -36,7 +36,7 @@ EXERCISE_SOURCE = "\n".join(
     ]
 )
 
-CHECK_SOURCE = "lesson_lib.checks.check_weighted_mean(weighted_mean)"
+CHECK_SOURCE = "lesson_lib.course.checks.check_weighted_mean(weighted_mean)"
 
 
 def solution_meta(grade_id: str) -> dict:
@@ -220,7 +220,7 @@ def test_student_notebook_is_valid_nbformat() -> None:
 def test_hidden_test_region_removed() -> None:
     source = "\n".join(
         [
-            "lesson_lib.checks.check_f(f)",
+            "lesson_lib.course.checks.check_f(f)",
             "### BEGIN HIDDEN TESTS",
             "assert f(3) == 7",
             "assert f(-1) == -1",
@@ -231,7 +231,7 @@ def test_hidden_test_region_removed() -> None:
     nb = new_notebook(cells=[new_code_cell(source, metadata=check_meta("check-f"))])
     student = make_student_notebook(nb)
     assert student.cells[0].source.split("\n") == [
-        "lesson_lib.checks.check_f(f)",
+        "lesson_lib.course.checks.check_f(f)",
         "print('checked')",
     ]
 

@@ -75,7 +75,7 @@ class ToyMethod(Method):
     def build_model(self):
         return nn.Sequential(nn.Linear(4, self.hidden), nn.Tanh(), nn.Dropout(self.dropout), nn.Linear(self.hidden, 1))
 
-    def loss(self, model, batch):
+    def loss(self, model, batch, ctx):
         self.calls += 1
         if self.calls == self.fail_at:
             raise self.exc("simulated interruption")
@@ -145,7 +145,7 @@ def test_existing_run_is_refused_resumed_when_finished_or_overwritten(tmp_path):
 
 def test_bad_method_output_and_bad_configs_are_reported(tmp_path):
     class NoGrad(ToyMethod):
-        def loss(self, model, batch):
+        def loss(self, model, batch, ctx):
             return torch.tensor(1.0), {}
 
     with pytest.raises(ValueError, match="requires grad"):
@@ -351,8 +351,9 @@ parser = argparse.ArgumentParser()
 training.config_to_argparse(parser, training.TrainConfig)
 config = training.config_from_args(training.TrainConfig, parser.parse_args())
 rank = int(os.environ["RANK"])
-saves, save = [], training.save_checkpoint
-training.save_checkpoint = lambda path, state: saves.append(os.path.basename(path)) or save(path, state)
+from lesson_lib.training import loop
+saves, save = [], loop.save_checkpoint
+loop.save_checkpoint = lambda path, state: saves.append(os.path.basename(path)) or save(path, state)
 trainer = training.train_worker(ToyMethod(dropout=0.0), config, ToyDataset(64), ToyDataset(20, seed=1))
 torch.save(trainer.model.state_dict(), os.path.join({out!r}, f"weights_{{rank}}.pt"))
 report = dict(saves=saves, world=trainer.world_size, main=trainer.is_main,

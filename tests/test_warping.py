@@ -94,7 +94,8 @@ def test_subpixel_shift_of_a_linear_ramp_is_exact(align_corners):
 
 
 def test_align_corners_choices_agree_and_the_classic_mismatch_shifts_the_image():
-    """`sample` pairs each align_corners with its own normalisation, so both agree. Normalising
+    """`sample` pairs each align_corners with its own normalisation, so both agree inside the
+    image (outside, with reflection padding, they do not: the next test). Normalising
     with x = 2u/(W-1) - 1 but sampling with align_corners=False instead reads the pixel
     u' = ((x+1) W - 1) / 2 = u W/(W-1) - 1/2: a shift from -1/2 px (left edge) to +1/2 px
     (right edge)."""
@@ -121,6 +122,38 @@ def test_align_corners_choices_agree_and_the_classic_mismatch_shifts_the_image()
     expected, _ = warping.sample(img, uv_read)
     torch.testing.assert_close(wrong, expected, atol=1e-10, rtol=0)
     assert float((wrong - expected).abs().mean()) < 1e-3 * err
+
+
+def test_padding_outside_the_image_under_both_align_corners():
+    """Outside the image the two align_corners choices agree for "zeros" and "border" but not
+    for "reflection". Known answers by hand for the row [10, 20, 40, 80] (W = 4; v = 0.5 sits
+    between two identical rows): align_corners=True mirrors about the border pixel centres
+    u = 0 and u = 3 (u -> -u, u -> 6 - u); False mirrors about the image edges u = -1/2 and
+    u = 7/2 (u -> -1 - u, u -> 7 - u) and then clamps to [0, 3], so the half pixel just
+    outside each border centre reads the border pixel."""
+    img = torch.tensor([10.0, 20.0, 40.0, 80.0], dtype=F64).expand(1, 1, 2, 4).contiguous()
+    u = torch.tensor([-2.0, -1.5, -1.0, -0.5, -0.25, 0.0, 1.5, 3.0, 3.25, 3.5, 4.0, 4.5, 5.0], dtype=F64)
+    uv = torch.stack([u, torch.full_like(u, 0.5)])[None, :, None, :]
+    inside = (u >= 0) & (u <= 3)
+    known = {
+        #                       -2  -1.5  -1  -0.5 -0.25  0   1.5  3  3.25  3.5  4   4.5  5
+        ("reflection", True): [40, 30, 20, 15, 12.5, 10, 30, 80, 70, 60, 40, 30, 20],
+        ("reflection", False): [20, 15, 10, 10, 10, 10, 30, 80, 80, 80, 80, 60, 40],
+        ("border", True): [10, 10, 10, 10, 10, 10, 30, 80, 80, 80, 80, 80, 80],
+        ("zeros", True): [0, 0, 0, 5, 7.5, 10, 30, 80, 60, 40, 0, 0, 0],
+    }
+    known[("border", False)] = known[("border", True)]
+    known[("zeros", False)] = known[("zeros", True)]
+    for (padding, align), want in known.items():
+        out, valid = warping.sample(img, uv, padding_mode=padding, align_corners=align)
+        want = torch.tensor(want, dtype=F64)
+        msg = f"{padding}, align_corners={align}"
+        torch.testing.assert_close(out[0, 0, 0], want, atol=1e-9, rtol=0, msg=msg)
+        assert torch.equal(valid[0, 0, 0], inside)  # outside is invalid whatever is read there
+    a = known[("reflection", True)]
+    b = known[("reflection", False)]
+    differ = [float(x) for x, p, q in zip(u, a, b) if p != q]
+    assert differ == [-2.0, -1.5, -1.0, -0.5, -0.25, 3.25, 3.5, 4.0, 4.5, 5.0]  # all of outside
 
 
 # 3. bilinear by hand ---------------------------------------------------------------------

@@ -37,25 +37,22 @@ scale (no median scaling is needed, unlike the monocular methods of chapters 07 
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import check_same_device, check_tensor
-from .losses import photometric_error, smoothness
-from .metrics import depth_metrics
-from .models import MonodepthNet
-from .stereo import depth_to_disparity, disparity_to_depth, fraction_to_pixels, pixels_to_fraction
-from .stereo_opt import downsample
-from .training import CheckpointError, Method, _field, load_checkpoint, save_checkpoint
-from .warping import stereo_warp
+from .._validate import check_same_device, check_tensor
+from ..images import downsample, resize
+from ..losses import photometric_error, smoothness
+from ..metrics import depth_metrics
+from ..models import MonodepthNet
+from ..stereo import disparity_fraction_to_depth, fraction_to_pixels
+from ..training import Method, StepContext, check_choices, option
+from ..warping import stereo_warp
 
 __all__ = [
     "MonodepthConfig",
@@ -65,13 +62,7 @@ __all__ = [
     "post_process_weights",
     "post_process",
     "predict_disparity",
-    "disparity_fraction_to_depth",
-    "depth_to_disparity_fraction",
-    "load_model",
-    "resize_images",
-    "evaluate",
-    "export_weights",
-    "WEIGHTS_FORMAT",
+    "VARIANTS",
 ]
 
 VARIANTS = ("lr", "no_lr", "naive")
@@ -82,30 +73,27 @@ class MonodepthConfig:
     """The method's own options (the network and the loss); each becomes a command-line option
     of ``python -m lesson_lib train monodepth``."""
 
-    variant: str = _field("lr", "lr: the paper's loss; no_lr: without left-right consistency; "
+    variant: str = option("lr", "lr: the paper's loss; no_lr: without left-right consistency; "
                           "naive: one disparity, rebuild the right image only", choices=VARIANTS)
-    encoder_width: int = _field(16, "encoder width: 64 is ResNet-18; 16 trains on a CPU")
-    encoder_depth: int = _field(18, "encoder depth (18 or 34)", choices=(18, 34))
-    max_disp_fraction: float = _field(0.3, "largest disparity as a fraction of the width (0.3 * sigmoid)")
-    initial_disparity: float = _field(0.01, "disparity (fraction of the width) of the untrained network; "
+    encoder_width: int = option(16, "encoder width: 64 is ResNet-18; 16 trains on a CPU")
+    encoder_depth: int = option(18, "encoder depth (18 or 34)", choices=(18, 34))
+    max_disp_fraction: float = option(0.3, "largest disparity as a fraction of the width (0.3 * sigmoid)")
+    initial_disparity: float = option(0.01, "disparity (fraction of the width) of the untrained network; "
                                       "0: PyTorch's default bias (0.15)")
-    alpha: float = _field(0.85, "weight of SSIM in the appearance term (the rest is L1)")
-    smoothness_weight: float = _field(0.1, "edge-aware smoothness weight at full scale (divided by 2^s)")
-    lr_weight: float = _field(1.0, "left-right consistency weight (variant lr only)")
-    scales: tuple[int, ...] = _field((0, 1, 2, 3), "output scales the loss is summed over")
-    multiscale: str = _field("downsample", "downsample: compare at each scale (paper); upsample: "
+    alpha: float = option(0.85, "weight of SSIM in the appearance term (the rest is L1)")
+    smoothness_weight: float = option(0.1, "edge-aware smoothness weight at full scale (divided by 2^s)")
+    left_right_weight: float = option(1.0, "left-right consistency weight (variant lr only)")
+    scales: tuple[int, ...] = option((0, 1, 2, 3), "output scales the loss is summed over")
+    multiscale: str = option("downsample", "downsample: compare at each scale (paper); upsample: "
                              "upsample disparities to full resolution first (monodepth2)",
                              choices=("downsample", "upsample"))
-    input_height: int = _field(0, "the network's input height (multiple of 32); images are resized "
+    input_height: int = option(0, "the network's input height (multiple of 32); images are resized "
                                "to it; 0: the data's own size")
-    input_width: int = _field(0, "the network's input width (multiple of 32); 0: the data's own size")
+    input_width: int = option(0, "the network's input width (multiple of 32); 0: the data's own size")
 
     def __post_init__(self) -> None:
         self.scales = tuple(int(s) for s in self.scales)
-        for f in dataclasses.fields(self):
-            choices = f.metadata.get("choices")
-            if choices is not None and getattr(self, f.name) not in choices:
-                raise ValueError(f"MonodepthConfig.{f.name} must be one of {choices}, got {getattr(self, f.name)!r}")
+        check_choices(self)
         if self.encoder_width < 1:
             raise ValueError(f"MonodepthConfig.encoder_width must be >= 1, got {self.encoder_width}")
         if (self.input_height == 0) != (self.input_width == 0):
@@ -118,9 +106,12 @@ class MonodepthConfig:
             raise ValueError(f"MonodepthConfig.scales must be increasing, start at 0 and stay <= 3, got {self.scales}")
         if not 0 <= self.alpha <= 1:
             raise ValueError(f"MonodepthConfig.alpha must be in [0, 1], got {self.alpha}")
-        for name in ("smoothness_weight", "lr_weight"):
+        for name in ("smoothness_weight", "left_right_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"MonodepthConfig.{name} must be >= 0, got {getattr(self, name)}")
+
+    LEGACY_NAMES: ClassVar[dict[str, str]] = {"lr_weight": "left_right_weight"}
+    """Old field names still read from weights files written before the rename."""
 
     @property
     def input_size(self) -> tuple[int, int] | None:
@@ -179,17 +170,22 @@ def monodepth_loss(
     for s in cfg.scales:
         if s not in disparities:
             raise ValueError(f"no disparity at scale {s}; the network gave scales {sorted(disparities)}")
-        disp = disparities[s].float()
-        check_tensor(disp, f"disparities[{s}]", (left.shape[0], 2, None, None))
+        own = disparities[s].float()
+        check_tensor(own, f"disparities[{s}]", (left.shape[0], 2, None, None))
+        factor = H // own.shape[-2]
+        # the smoothness always sees the disparity at its own scale with the images reduced to it
+        # (monodepth2 does the same when it upsamples for the reconstruction)
+        L_own, R_own = downsample(left, factor), downsample(right, factor)  # area averaging, as chapter 05
+        disp = own
         if cfg.multiscale == "upsample" and s > 0:
-            disp = F.interpolate(disp, size=(H, W), mode="bilinear", align_corners=False)
+            disp = F.interpolate(own, size=(H, W), mode="bilinear", align_corners=False)
         h, w = disp.shape[-2:]
-        L, R = downsample(left, H // h), downsample(right, H // h)  # area averaging, as chapter 05
+        L, R = (L_own, R_own) if h == own.shape[-2] else (left, right)
         d_l, d_r = disp[:, :1], disp[:, 1:2]
         if cfg.variant == "naive":
             right_est, _ = stereo_warp(L, fraction_to_pixels(d_l, w), "left", padding_mode="border")
             ap = photometric_error(right_est, R, cfg.alpha, reduction="mean")
-            sm = smoothness(d_l, R, normalize=False)
+            sm = smoothness(own[:, :1], R_own, normalize=False)
             lr = zero
         else:
             left_est, _ = stereo_warp(R, fraction_to_pixels(d_l, w), "right", padding_mode="border")
@@ -197,14 +193,14 @@ def monodepth_loss(
             ap = photometric_error(left_est, L, cfg.alpha, reduction="mean") + photometric_error(
                 right_est, R, cfg.alpha, reduction="mean"
             )
-            sm = smoothness(d_l, L, normalize=False) + smoothness(d_r, R, normalize=False)
+            sm = smoothness(own[:, :1], L_own, normalize=False) + smoothness(own[:, 1:2], R_own, normalize=False)
             lr = left_right_consistency(d_l, d_r) if cfg.variant == "lr" else zero
         ap_sum = ap_sum + ap
         sm_sum = sm_sum + sm / 2**s
         lr_sum = lr_sum + lr
     loss = ap_sum + cfg.smoothness_weight * sm_sum
     if cfg.variant == "lr":
-        loss = loss + cfg.lr_weight * lr_sum
+        loss = loss + cfg.left_right_weight * lr_sum
     return loss, {"appearance": ap_sum.detach(), "smoothness": sm_sum.detach(), "left_right": lr_sum.detach()}
 
 
@@ -250,14 +246,6 @@ def post_process(disp: torch.Tensor, disp_flipped: torch.Tensor) -> torch.Tensor
     return r_mask * disp + l_mask * back + (1 - l_mask - r_mask) * mean
 
 
-def resize_images(image: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
-    """``image`` resized to ``size`` (bilinear with antialiasing); unchanged if already that size
-    or ``size`` is None. A disparity *fraction* of the width needs no change under resizing."""
-    if size is None or tuple(image.shape[-2:]) == tuple(size):
-        return image
-    return F.interpolate(image, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
-
-
 def _network_size(image: torch.Tensor, size: tuple[int, int] | None) -> tuple[int, int]:
     if size is not None:
         return tuple(size)
@@ -289,7 +277,7 @@ def predict_disparity(
     was_training = model.training
     model.eval()
     try:
-        x = resize_images(image.to(param.dtype), _network_size(image, size))
+        x = resize(image.to(param.dtype), _network_size(image, size))
         disp = model(x)[0][:, channel : channel + 1]
         if post_processing:
             disp = post_process(disp, model(x.flip(-1))[0][:, channel : channel + 1])
@@ -300,58 +288,6 @@ def predict_disparity(
     return disp.float()
 
 
-def disparity_fraction_to_depth(
-    disp: torch.Tensor, K: torch.Tensor, baseline: torch.Tensor | float, min_depth: float = 0.1, max_depth: float = 100.0
-) -> torch.Tensor:
-    """Metric depth ``Z = f_x · B / (d · W)`` from a disparity fraction, per image.
-
-    Args:
-        disp: ``(B, 1, H, W)`` disparity as a fraction of the width ``W``.
-        K: ``(B, 3, 3)`` intrinsics at this resolution; ``baseline``: ``(B,)`` or a number, metres.
-    """
-    check_tensor(disp, "disp", ("B", 1, "H", "W"))
-    check_tensor(K, "K", (disp.shape[0], 3, 3))
-    b = torch.as_tensor(baseline, dtype=torch.float64).flatten()
-    if b.numel() == 1:
-        b = b.expand(disp.shape[0])
-    if b.numel() != disp.shape[0]:
-        raise ValueError(f"baseline must be one number or one per image ({disp.shape[0]}), got {b.numel()}")
-    W = disp.shape[-1]
-    return torch.cat(
-        [
-            disparity_to_depth(fraction_to_pixels(disp[i : i + 1], W), float(K[i, 0, 0]), float(b[i]), min_depth=min_depth, max_depth=max_depth)
-            for i in range(disp.shape[0])
-        ]
-    )
-
-
-def depth_to_disparity_fraction(
-    depth: torch.Tensor, K: torch.Tensor, baseline: torch.Tensor | float
-) -> torch.Tensor:
-    """The true disparity, as a fraction of the width, of a ground-truth depth map:
-    ``f_x · B / (Z · W)`` per image; pixels without depth (``Z <= 0``, e.g. the synthetic
-    world's sky) are infinitely far and get 0.
-
-    Args:
-        depth: ``(B, 1, H, W)`` z-depth in metres (0 where unknown).
-        K: ``(B, 3, 3)`` intrinsics at this resolution; ``baseline``: ``(B,)`` or a number, metres.
-    """
-    check_tensor(depth, "depth", ("B", 1, "H", "W"))
-    check_tensor(K, "K", (depth.shape[0], 3, 3))
-    b = torch.as_tensor(baseline, dtype=torch.float64).flatten()
-    if b.numel() == 1:
-        b = b.expand(depth.shape[0])
-    if b.numel() != depth.shape[0]:
-        raise ValueError(f"baseline must be one number or one per image ({depth.shape[0]}), got {b.numel()}")
-    W = depth.shape[-1]
-    out = torch.zeros_like(depth)
-    for i in range(depth.shape[0]):
-        known = depth[i] > 0
-        d = depth_to_disparity(depth[i][known], float(K[i, 0, 0]), float(b[i]))
-        out[i][known] = pixels_to_fraction(d, W)
-    return out
-
-
 # --------------------------------------------------------------------------------------------
 # The method for the trainer
 
@@ -359,9 +295,11 @@ def depth_to_disparity_fraction(
 class Monodepth(Method):
     """Monodepth for :class:`~lesson_lib.training.Trainer`: batches of
     :class:`~lesson_lib.data.StereoDataset` (``left``, ``right``, and for validation ``depth``,
-    ``K``, ``baseline``)."""
+    ``K``, ``baseline``). Depth comes out in metres (the rig's baseline fixes the scale)."""
 
-    name = "monodepth"
+    name: ClassVar[str] = "monodepth"
+    config_class: ClassVar[type] = MonodepthConfig
+    metric_depth: ClassVar[bool] = True
 
     def __init__(self, config: MonodepthConfig | None = None) -> None:
         self.config = config or MonodepthConfig()
@@ -371,113 +309,40 @@ class Monodepth(Method):
         return MonodepthNet(width=c.encoder_width, max_disp_fraction=c.max_disp_fraction, scales=(0, 1, 2, 3),
                             depth=c.encoder_depth, initial_disparity=c.initial_disparity or None)
 
-    def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+    def loss(
+        self, model: nn.Module, batch: Mapping[str, Any], ctx: StepContext | None = None
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
         for key in ("left", "right"):
             if key not in batch:
                 raise KeyError(f"Monodepth needs batches with 'left' and 'right' images; {key!r} is missing")
         size = self.config.input_size
-        left, right = resize_images(batch["left"], size), resize_images(batch["right"], size)
+        left, right = resize(batch["left"], size), resize(batch["right"], size)
         loss, terms = monodepth_loss(model(left), left, right, self.config)
         return loss, terms
 
+    def predict_disparity(self, model: nn.Module, image: torch.Tensor, *, post_processing: bool = False) -> torch.Tensor:
+        """Left disparity as a fraction of the width (:func:`predict_disparity` at the trained size)."""
+        return predict_disparity(model, image, post_processing=post_processing, size=self.config.input_size)
+
+    def predict_depth(
+        self,
+        model: nn.Module,
+        image: torch.Tensor,
+        K: torch.Tensor,
+        baseline: torch.Tensor | None = None,
+        *,
+        post_processing: bool = False,
+        max_depth: float = 100.0,
+    ) -> torch.Tensor:
+        """Depth in metres, ``Z = f_x · B / (d · W)``; needs the rig's ``baseline``."""
+        if baseline is None:
+            raise ValueError("Monodepth's depth needs the stereo baseline (metres) of the rig it was trained on")
+        disp = self.predict_disparity(model, image, post_processing=post_processing)
+        focal = K[:, 0, 0].to(disp.device)
+        return disparity_fraction_to_depth(disp, focal, torch.as_tensor(baseline).to(disp.device), max_depth=max_depth)
+
     def validate(self, model: nn.Module, batch: Mapping[str, Any]) -> dict[str, float]:
-        disp = predict_disparity(model, batch["left"], size=self.config.input_size)
-        depth = disparity_fraction_to_depth(disp, batch["K"], batch["baseline"])
+        depth = self.predict_depth(model, batch["left"], batch["K"], batch["baseline"])
         m = depth_metrics(depth, batch["depth"])
         m["abs_rel_median"] = depth_metrics(depth, batch["depth"], median_scaling=True)["abs_rel"]
         return m
-
-
-# --------------------------------------------------------------------------------------------
-# Weights
-
-
-WEIGHTS_FORMAT = 1
-"""Format of the small weights files (:func:`export_weights`)."""
-
-
-def export_weights(
-    checkpoint: str | os.PathLike, out: str | os.PathLike, *, half: bool = True, meta: Mapping[str, Any] | None = None
-) -> Path:
-    """Write the model of a training checkpoint as a small weights file (no optimizer state;
-    float16 with ``half``, which halves the size): ``{"format_version", "method",
-    "method_config", "model", "meta"}``. Returns the path."""
-    state = load_checkpoint(checkpoint, required=("method", "model", "method_config"))
-    model = {k: (v.half() if half and v.is_floating_point() else v) for k, v in state["model"].items()}
-    info = {"step": state.get("step"), "train_config": state.get("config"), "elapsed_s": state.get("elapsed")}
-    info.update(meta or {})
-    return save_checkpoint(
-        out,
-        {"format_version": 1, "weights_format": WEIGHTS_FORMAT, "method": state["method"],
-         "method_config": state["method_config"], "model": model, "meta": info},
-    )
-
-
-def load_model(
-    path: str | os.PathLike, device: torch.device | str = "cpu"
-) -> tuple[MonodepthNet, MonodepthConfig, dict[str, Any]]:
-    """A trained Monodepth network from a training checkpoint (``latest.pt``) or a weights
-    file (:func:`export_weights`), in eval mode on ``device``, in float32.
-
-    Returns ``(model, config, meta)``.
-
-    Raises:
-        CheckpointNotFoundError / CheckpointError: missing, corrupt, of another method, or not
-            matching the network its configuration describes (the message names the path).
-    """
-    state = load_checkpoint(path, required=("method", "model", "method_config"), method="monodepth")
-    raw = state["method_config"]
-    if not isinstance(raw, Mapping):
-        raise CheckpointError(f"{path}: method_config is a {type(raw).__name__}, not a dict")
-    known = {f.name for f in dataclasses.fields(MonodepthConfig)}
-    try:
-        config = MonodepthConfig(**{k: v for k, v in raw.items() if k in known})
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: invalid method_config: {exc}") from exc
-    model = Monodepth(config).build_model()
-    load_checkpoint(path, model, required=("method", "model", "method_config"), method="monodepth")
-    model = model.float().to(device).eval()
-    meta = dict(state.get("meta") or {})
-    return model, config, meta
-
-
-
-# --------------------------------------------------------------------------------------------
-# Evaluation
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    config: MonodepthConfig,
-    dataset: Any,
-    batch_size: int = 8,
-    post_processing: tuple[bool, ...] = (False, True),
-    max_depth: float = 80.0,
-) -> dict[str, dict[str, float]]:
-    """The seven depth metrics of ``model`` on a stereo dataset (items with ``left``, ``depth``,
-    ``K``, ``baseline``), per image then averaged, up to ``max_depth`` metres.
-
-    Returns ``{label: metrics}`` for ``"metres"`` (the network's own scale, from the baseline)
-    and ``"median-scaled"``, each without and with the flip post-processing (``" + pp"``).
-    """
-    from torch.utils.data import DataLoader
-
-    from .metrics import average_metrics
-
-    if len(dataset) == 0:
-        raise ValueError("the dataset is empty")
-    device = next(model.parameters()).device
-    rows: dict[str, list[dict[str, float]]] = {}
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        left, gt = batch["left"].to(device), batch["depth"].to(device)
-        for pp in post_processing:
-            disp = predict_disparity(model, left, post_processing=pp, size=config.input_size)
-            depth = disparity_fraction_to_depth(disp, batch["K"], batch["baseline"], max_depth=max(100.0, max_depth))
-            suffix = " + pp" if pp else ""
-            rows.setdefault("metres" + suffix, []).extend(depth_metrics(depth, gt, max_depth=max_depth, per_image=True))
-            rows.setdefault("median-scaled" + suffix, []).extend(
-                depth_metrics(depth, gt, max_depth=max_depth, median_scaling=True, per_image=True)
-            )
-    order = [f"{kind}{s}" for kind in ("metres", "median-scaled") for s in ("", " + pp")]
-    return {k: average_metrics(rows[k]) for k in order if k in rows}

@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 
-from .stereo import depth_error_from_disparity_error, disparity_to_depth
+from ..stereo import depth_error_from_disparity_error, disparity_to_depth
 
 __all__ = ["stereo_depth_figure", "stereo_explorer"]
 

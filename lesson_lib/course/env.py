@@ -1,29 +1,20 @@
-"""Notebook set-up and the environment check of chapter 00."""
+"""Notebook set-up and the environment check of chapter 00 (seeding and the device come from
+:mod:`lesson_lib.training`, re-exported here for the notebooks)."""
 
 from __future__ import annotations
 
 import platform
-import random
 from importlib import metadata
 
 import numpy as np
 import torch
 
+from ..training.distributed import pick_device
+from ..training.randomness import seed_everything
+
+__all__ = ["setup_notebook", "seed_everything", "pick_device", "versions", "device_name", "environment_report"]
+
 _PACKAGES = ("torch", "kornia", "numpy", "matplotlib", "scikit-image", "ipywidgets", "jupyterlab")
-
-
-def pick_device(prefer: str | None = None) -> torch.device:
-    """``cuda`` when a GPU is present (or ``prefer`` names a device), else ``cpu``."""
-    if prefer is not None:
-        return torch.device(prefer)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def seed_everything(seed: int = 0) -> None:
-    """Seed Python's, NumPy's and PyTorch's generators (each notebook does this once)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def setup_notebook(seed: int = 0) -> torch.device:

@@ -165,7 +165,7 @@ def plot_world_map(world, frames: Sequence[int] | None = None, ax=None, radius: 
     coloured, moving cars outlined in red), the route, and the camera at ``frames``."""
     from matplotlib.patches import Rectangle
 
-    from .data.textures import CAR
+    from ..data.textures import CAR
 
     b = world.boxes
     route = world.route

@@ -1,0 +1,319 @@
+"""The command line: ``python -m lesson_lib COMMAND ...``.
+
+Commands:
+  train METHOD [options]      train a model (methods: see 'train --help'); --help lists the options
+  evaluate WEIGHTS [options]  depth metrics of a trained model on the synthetic test split
+  predict IMAGE... [options]  coloured disparity PNG and raw .npy for each image
+  export-weights CKPT OUT     a small weights file from a training checkpoint
+  student SRC [--out DIR]     write student versions of notebooks (solutions removed)
+  run-notebooks NOTEBOOK...   execute notebooks top to bottom in place, storing outputs
+
+``--help`` after any command lists its options. ``train``, ``evaluate`` and ``predict`` work for
+every method of the registry (:mod:`lesson_lib.methods`): a checkpoint or weights file names its
+method. Every option of ``train`` comes from a typed configuration:
+:class:`~lesson_lib.training.TrainConfig` (the loop), the method's own options dataclass and the
+data's (:class:`SyntheticStereoData`). Under ``torchrun`` the same ``train`` command trains on
+several processes. A wrong argument ends with one line ``error: ...`` and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..training import CheckpointError, TrainConfig, config_from_args, config_to_argparse, option
+
+__all__ = ["SyntheticStereoData", "main", "main_train", "main_evaluate", "main_predict", "main_export"]
+
+
+@dataclass
+class SyntheticStereoData:
+    """Which stereo pairs of the synthetic world to train and validate on (appendix A1)."""
+
+    train_sequences: int = option(200, "training worlds (seeds 0..N-1 of the train split)")
+    train_frames: int = option(10, "frames rendered per training world")
+    val_sequences: int = option(8, "validation worlds (seeds 10000..)")
+    val_frames: int = option(5, "frames per validation world")
+    image_height: int = option(128, "rendered image height")
+    image_width: int = option(416, "rendered image width")
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if value < (0 if name.startswith("val_") else 1):
+                raise ValueError(f"--{name.replace('_', '-')} must be >= {0 if name.startswith('val_') else 1}, got {value}")
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one line ``error: ...`` (and the usage) on a wrong argument, exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(2, f"error: {message}\n")
+
+
+def _device(name: str) -> torch.device:
+    """``auto`` / ``cpu`` / ``cuda``; ValueError with a clear message for CUDA without a GPU."""
+    from ..training import pick_device
+
+    return pick_device(None if name == "auto" else name)
+
+
+def _load_worlds(split: str, sequences: int, frames: int, size: dict[str, int], what: str) -> list:
+    """The sequences of a split, rendered or read from the cache, with overall progress on stderr
+    (rendering 200 worlds takes minutes the first time; the cache makes later runs fast)."""
+    from dataclasses import replace
+
+    from tqdm.auto import tqdm
+
+    from ..data.synthetic import load_sequence, split_configs
+
+    offset, camera, motion = split_configs(split)
+    if size:
+        camera = replace(camera, **size)
+    print(f"{what}: {sequences} worlds x {frames} frames of the {split} split (rendered once, then cached)",
+          file=sys.stderr, flush=True)
+    return [load_sequence(offset + i, frames, camera, motion, progress=False)
+            for i in tqdm(range(sequences), desc=what, unit="world", file=sys.stderr, disable=None)]
+
+
+# --------------------------------------------------------------------------------------------
+# train: one data kind per family of methods
+
+
+DATA_CONFIGS: dict[str, type] = {"stereo": SyntheticStereoData}
+"""The options dataclass of the training data each kind of method needs (``Method.data_kind``)."""
+
+
+def _stereo_datasets(data_cfg: SyntheticStereoData, seed: int) -> tuple[Any, Any]:
+    from ..data.synthetic import StereoDataset
+
+    size = dict(height=data_cfg.image_height, width=data_cfg.image_width)
+    train = StereoDataset(_load_worlds("train", data_cfg.train_sequences, data_cfg.train_frames, size, "training data"),
+                          augment=True, seed=seed)
+    val = None
+    if data_cfg.val_sequences and data_cfg.val_frames:
+        val = StereoDataset(_load_worlds("val", data_cfg.val_sequences, data_cfg.val_frames, size, "validation data"),
+                            augment=False)
+    return train, val
+
+
+DATASETS: dict[str, Callable[[Any, int], tuple[Any, Any]]] = {"stereo": _stereo_datasets}
+
+
+def _train_parser(name: str) -> argparse.ArgumentParser:
+    from .. import methods
+
+    cls = methods.get_method(name)
+    p = _Parser(
+        prog=f"python -m lesson_lib train {name}",
+        description=f"Train {name} on the synthetic world. Example: python -m lesson_lib train {name} "
+        "--steps 3000 --out-dir runs/" + name,
+    )
+    config_to_argparse(p, TrainConfig)
+    config_to_argparse(p, cls.config_class)
+    config_to_argparse(p, DATA_CONFIGS[getattr(cls, "data_kind", "stereo")])
+    return p
+
+
+def main_train(argv: list[str]) -> int:
+    from .. import methods
+
+    names = methods.available()
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: python -m lesson_lib train METHOD [options]\n\nmethods: " + ", ".join(names)
+              + "\n\n'python -m lesson_lib train METHOD --help' lists the options.")
+        return 0 if argv else 2
+    name = argv[0]
+    if name not in names:
+        return _fail(f"unknown method {name!r}; available: {', '.join(names)}")
+    from ..training import train_worker
+
+    cls = methods.get_method(name)
+    kind = getattr(cls, "data_kind", "stereo")
+    parser = _train_parser(name)
+    ns = parser.parse_args(argv[1:])
+    if ns.steps == 0 and any(a == "--steps" or a.startswith("--steps=") for a in argv[1:]):
+        parser.error("--steps must be >= 1 (leave it out to train for --epochs passes over the data)")
+    try:
+        train_cfg = config_from_args(TrainConfig, ns)
+        method_cfg = config_from_args(cls.config_class, ns)
+        data_cfg = config_from_args(DATA_CONFIGS[kind], ns)
+        _device(train_cfg.device)
+    except ValueError as exc:
+        parser.error(str(exc))
+    out = Path(train_cfg.out_dir)
+    if (out / "latest.pt").is_file() and not (train_cfg.resume or train_cfg.overwrite):
+        return _fail(f"{out} already holds a run ({out / 'latest.pt'}): add --resume to continue it, "
+                     "--overwrite to start afresh, or choose another --out-dir")
+    train, val = DATASETS[kind](data_cfg, train_cfg.seed)
+    try:
+        trainer = train_worker(cls(method_cfg), train_cfg, train, val)
+    except (FileExistsError, CheckpointError, ValueError) as exc:
+        return _fail(str(exc))
+    if trainer.is_main:
+        print(f"trained {trainer.step} steps in {trainer.elapsed:.0f} s on {trainer.device}; "
+              f"checkpoint {out / 'latest.pt'}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# evaluate
+
+
+def _describe(method: Any) -> str:
+    variant = getattr(method.config, "variant", None)
+    return f"{method.name}" + (f" ({variant})" if variant else "")
+
+
+def main_evaluate(argv: list[str]) -> int:
+    from ..evaluation import MAX_DEPTH, TEST_FRAMES, TEST_SEQUENCES
+
+    p = _Parser(
+        prog="python -m lesson_lib evaluate",
+        description="The depth metrics of a trained model (any method) on the synthetic test split: in metres "
+        "(methods with metric depth) and median-scaled, without and with the flip post-processing.",
+    )
+    p.add_argument("weights", help="a weights file (lesson_lib/weights/*.pt) or a training checkpoint (latest.pt)")
+    p.add_argument("--split", default="test", choices=("test", "test_shifted", "val"), help="the split (default: test)")
+    p.add_argument("--sequences", type=int, default=TEST_SEQUENCES, help=f"worlds of the split (default: {TEST_SEQUENCES})")
+    p.add_argument("--frames", type=int, default=TEST_FRAMES, help=f"frames per world (default: {TEST_FRAMES})")
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: CUDA if present")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    ns = p.parse_args(argv)
+    if ns.sequences < 1 or ns.frames < 1 or ns.batch_size < 1:
+        p.error("--sequences, --frames and --batch-size must be >= 1")
+    from .. import methods
+    from ..data.synthetic import StereoDataset
+    from ..evaluation import evaluate_model
+    from ..metrics import format_metrics
+
+    try:
+        device = _device(ns.device)
+        model, method, _ = methods.load_model(ns.weights, device)
+    except (CheckpointError, FileNotFoundError, ValueError) as exc:
+        return _fail(str(exc))
+    size = {}
+    data = StereoDataset(_load_worlds(ns.split, ns.sequences, ns.frames, size, f"{ns.split} split"), augment=False)
+    t0 = time.perf_counter()
+    results = evaluate_model(model, method, data, batch_size=ns.batch_size)
+    print(f"{ns.weights}: {_describe(method)}, {len(data)} images of the {ns.split} split, "
+          f"depth <= {MAX_DEPTH:.0f} m, {time.perf_counter() - t0:.1f} s on {device}")
+    print(format_metrics(results))
+    if ns.json:
+        Path(ns.json).write_text(json.dumps({"weights": str(ns.weights), "method": method.name, "split": ns.split,
+                                             "images": len(data), "results": results}, indent=2))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# predict
+
+
+def main_predict(argv: list[str]) -> int:
+    from .. import weights
+
+    p = _Parser(
+        prog="python -m lesson_lib predict",
+        description="Predict the disparity of each image with a trained model (any method); writes "
+        "OUT/<name>_disp.png (coloured, bright = near) and OUT/<name>_disp.npy (float32 (H, W)). For Monodepth "
+        "the disparity is a fraction of the image width: multiply by the width for pixels; depth = focal_px * "
+        "baseline / pixels. For monocular methods it is inverse depth up to an unknown scale.",
+    )
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    p.add_argument("--weights", default=None,
+                   help=f"weights or checkpoint (default: the course's {weights.DEFAULT}, shipped with the package)")
+    p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
+    p.add_argument("--post-process", action="store_true", help="blend with the mirrored image's prediction")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: CUDA if present")
+    ns = p.parse_args(argv)
+    from matplotlib import pyplot as plt
+
+    from .. import methods
+    from ..data.folder import read_image
+    from .plotting import colorize
+
+    missing = [f for f in ns.images if not Path(f).is_file()]
+    if missing:
+        return _fail("no image file at " + ", ".join(missing))
+    try:
+        device = _device(ns.device)
+        model, method, _ = methods.load_model(ns.weights or weights.path(), device)
+    except (CheckpointError, FileNotFoundError, ValueError) as exc:
+        return _fail(str(exc))
+    out = Path(ns.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in ns.images:
+        try:
+            image = torch.from_numpy(read_image(f)).permute(2, 0, 1)[None].to(device)
+        except ValueError as exc:
+            return _fail(str(exc))
+        disp = method.predict_disparity(model, image, post_processing=ns.post_process)
+        a = disp[0, 0].cpu().numpy().astype(np.float32)
+        stem = Path(f).stem
+        np.save(out / f"{stem}_disp.npy", a)
+        plt.imsave(out / f"{stem}_disp.png", colorize(a))
+        print(f"{f}: {a.shape[1]}x{a.shape[0]}, disparity {a.min():.4f}-{a.max():.4f} of the width "
+              f"-> {out / (stem + '_disp.png')}, {out / (stem + '_disp.npy')}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# export-weights
+
+
+def main_export(argv: list[str]) -> int:
+    p = _Parser(prog="python -m lesson_lib export-weights",
+                description="Write the model of a training checkpoint as a small weights file (float16 by default).")
+    p.add_argument("checkpoint", help="a training checkpoint (OUT_DIR/latest.pt)")
+    p.add_argument("out", help="the weights file to write")
+    p.add_argument("--fp32", action="store_true", help="keep float32 (twice the size)")
+    ns = p.parse_args(argv)
+    from ..training import export_weights
+
+    try:
+        path = export_weights(ns.checkpoint, ns.out, half=not ns.fp32)
+    except (CheckpointError, FileNotFoundError) as exc:
+        return _fail(str(exc))
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# the dispatcher
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lesson_lib COMMAND ...``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(__doc__)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "student":
+        from .student import main as student_main
+
+        return student_main(rest)
+    if command == "run-notebooks":
+        from .notebooks import main as run_main
+
+        return run_main(rest)
+    commands = {"train": main_train, "evaluate": main_evaluate, "predict": main_predict, "export-weights": main_export}
+    if command in commands:
+        return commands[command](rest)
+    print(f"error: unknown command {command!r}\n{__doc__}", file=sys.stderr)
+    return 2

@@ -1,0 +1,113 @@
+"""The evaluation protocol every depth method is measured with (chapters 06-11).
+
+One protocol, one place: the synthetic test split (:data:`TEST_SEQUENCES` worlds of
+:data:`TEST_FRAMES` frames: 100 images), ground truth up to :data:`MAX_DEPTH` metres, the seven
+metrics of :mod:`lesson_lib.metrics` computed **per image, then averaged**, both in the method's
+own scale ("metres", meaningful only for a method with metric depth such as stereo-trained
+Monodepth) and after per-image median scaling (the only fair comparison for monocular methods,
+whose depth is known up to scale), each without and with the flip post-processing.
+
+Any method plugs in through a *depth predictor*: a function
+``predict(image (B,3,H,W), K (B,3,3), baseline (B,), post_processing: bool) -> depth (B,1,H,W)``;
+:func:`evaluate_model` builds it from a model and its :class:`~lesson_lib.training.Method`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .metrics import average_metrics, depth_metrics
+
+__all__ = [
+    "TEST_SEQUENCES",
+    "TEST_FRAMES",
+    "MAX_DEPTH",
+    "DepthPredictor",
+    "test_split",
+    "evaluate",
+    "evaluate_model",
+]
+
+TEST_SEQUENCES, TEST_FRAMES = 20, 5
+"""The synthetic test split the course reports: seeds 20000-20019, 5 frames each (100 images)."""
+
+MAX_DEPTH = 80.0
+"""Ground truth beyond this many metres is left out, and predictions are clamped to it (KITTI's cap)."""
+
+DepthPredictor = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, bool], torch.Tensor]
+
+
+def test_split(split: str = "test", sequences: int = TEST_SEQUENCES, frames: int = TEST_FRAMES,
+               progress: bool = False) -> Any:
+    """The stereo dataset of an evaluation split (``"test"``, ``"test_shifted"`` or ``"val"``),
+    rendered or read from the cache, without augmentation."""
+    from .data.synthetic import StereoDataset, load_split
+
+    if sequences < 1 or frames < 1:
+        raise ValueError(f"sequences and frames must be >= 1, got {sequences} and {frames}")
+    return StereoDataset(load_split(split, sequences, frames, progress=progress), augment=False)
+
+
+@torch.no_grad()
+def evaluate(
+    predict: DepthPredictor,
+    dataset: Any,
+    *,
+    batch_size: int = 8,
+    post_processing: Sequence[bool] = (False, True),
+    max_depth: float = MAX_DEPTH,
+    metric: bool = True,
+    device: torch.device | str = "cpu",
+) -> dict[str, dict[str, float]]:
+    """The seven depth metrics of a depth predictor on ``dataset`` (items with ``left``,
+    ``depth``, ``K``, ``baseline``), per image then averaged, up to ``max_depth`` metres.
+
+    Returns ``{label: metrics}`` with labels ``"metres"`` (only with ``metric``) and
+    ``"median-scaled"``, each followed by the same with ``" + pp"`` for
+    ``post_processing=True``, in that order.
+    """
+    from torch.utils.data import DataLoader
+
+    if len(dataset) == 0:
+        raise ValueError("the dataset is empty")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    rows: dict[str, list[dict[str, float]]] = {}
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        left, gt = batch["left"].to(device), batch["depth"].to(device)
+        K, baseline = batch["K"].to(device), batch["baseline"].to(device)
+        for pp in post_processing:
+            depth = predict(left, K, baseline, bool(pp))
+            suffix = " + pp" if pp else ""
+            if metric:
+                rows.setdefault("metres" + suffix, []).extend(depth_metrics(depth, gt, max_depth=max_depth, per_image=True))
+            rows.setdefault("median-scaled" + suffix, []).extend(
+                depth_metrics(depth, gt, max_depth=max_depth, median_scaling=True, per_image=True)
+            )
+    order = [f"{kind}{s}" for kind in ("metres", "median-scaled") for s in ("", " + pp")]
+    return {k: average_metrics(rows[k]) for k in order if k in rows}
+
+
+def evaluate_model(
+    model: nn.Module,
+    method: Any,
+    dataset: Any,
+    *,
+    batch_size: int = 8,
+    post_processing: Sequence[bool] = (False, True),
+    max_depth: float = MAX_DEPTH,
+) -> dict[str, dict[str, float]]:
+    """:func:`evaluate` of a trained model through its method's ``predict_depth`` (predictions
+    clamped to ``max(100, max_depth)`` m before the metrics' own cap); the "metres" rows only
+    for a method with metric depth."""
+    device = next(model.parameters()).device
+
+    def predict(image: torch.Tensor, K: torch.Tensor, baseline: torch.Tensor, pp: bool) -> torch.Tensor:
+        return method.predict_depth(model, image, K, baseline, post_processing=pp, max_depth=max(100.0, max_depth))
+
+    return evaluate(predict, dataset, batch_size=batch_size, post_processing=post_processing, max_depth=max_depth,
+                    metric=bool(getattr(method, "metric_depth", False)), device=device)
