@@ -5,7 +5,7 @@ picks, on its own, the disparity whose aggregated matching cost is lowest.
 
 1. **Cost volume** ``C[d, y, x]``: how badly the left pixel ``x`` matches the right pixel
    ``x - d``, for every integer ``d`` in ``0 .. max_disp``, aggregated over a square window
-   (a box filter) so that one pixel's noise does not decide alone. Three per-pixel costs:
+   (:func:`lesson_lib.losses.box_filter`) so that one pixel's noise does not decide alone. Three per-pixel costs:
 
    - ``"sad"``: mean absolute colour difference;
    - ``"census"``: share of differing bits of the census transforms (each pixel compared
@@ -41,14 +41,12 @@ from .warping import stereo_warp
 
 __all__ = [
     "COSTS",
-    "box_filter",
     "census_transform",
     "cost_volume",
     "winner_take_all",
     "left_right_check",
     "fill_inconsistent",
     "match",
-    "epe_bad",
 ]
 
 COSTS = ("sad", "census", "photometric")
@@ -64,20 +62,6 @@ def _check_max_disp(max_disp: int, width: int) -> None:
         raise ValueError(f"max_disp must be an integer >= 0, got {max_disp!r}")
     if max_disp >= width:
         raise ValueError(f"max_disp must be < the image width {width}, got {max_disp}")
-
-
-def box_filter(x: torch.Tensor, window: int) -> torch.Tensor:
-    """Mean over each ``window x window`` square (odd ``window``), reflection padding, size kept;
-    separable (a row pass, then a column pass). Works on any number of channels."""
-    _check_window(window)
-    if window == 1:
-        return x
-    r = window // 2
-    mode = "reflect" if min(x.shape[-2:]) > r else "replicate"
-    x = F.pad(x, (r, r, 0, 0), mode=mode)
-    x = F.avg_pool2d(x, kernel_size=(1, window), stride=1)
-    x = F.pad(x, (0, 0, r, r), mode=mode)
-    return F.avg_pool2d(x, kernel_size=(window, 1), stride=1)
 
 
 def census_transform(image: torch.Tensor, window: int = 5) -> torch.Tensor:
@@ -190,7 +174,7 @@ def cost_volume(
         vol[:, d : d + 1, :, d:] = c
         if d:
             vol[:, d : d + 1, :, :d] = c[..., :1]
-    vol = box_filter(vol, window)
+    vol = losses.box_filter(vol, window)
     cols = torch.arange(w, device=left.device).view(1, 1, 1, w)
     disps = torch.arange(max_disp + 1, device=left.device).view(1, -1, 1, 1)
     return vol.masked_fill(cols < disps, float("inf"))
@@ -299,36 +283,3 @@ def match(
     d_r = winner_take_all(cost_volume(left, right, max_disp, reference="right", **kw), subpixel)
     return d_l, d_r, left_right_check(d_l, d_r, threshold)
 
-
-def epe_bad(
-    pred: torch.Tensor,
-    gt: torch.Tensor,
-    valid: torch.Tensor | None = None,
-    threshold: float = 2.0,
-) -> tuple[float, float]:
-    """End-point error and bad-``threshold`` share of a disparity map against ground truth.
-
-    ``EPE = mean |pred - gt|`` and ``bad = mean(|pred - gt| > threshold)`` (a fraction in
-    ``[0, 1]``, not a percentage), both over the pixels where ``valid`` is set (all pixels
-    when ``valid`` is None).
-
-    Raises:
-        ValueError: shapes differ, ``valid`` selects no pixel, or ``threshold < 0``.
-    """
-    check_tensor(pred, "pred")
-    check_tensor(gt, "gt")
-    if pred.shape != gt.shape:
-        raise ValueError(f"pred and gt must have the same shape, got {tuple(pred.shape)} and {tuple(gt.shape)}")
-    if not threshold >= 0:
-        raise ValueError(f"threshold must be >= 0, got {threshold}")
-    err = (pred.detach() - gt.detach()).abs().double()
-    if valid is not None:
-        check_tensor(valid, "valid", floating=False)
-        if valid.shape != pred.shape:
-            raise ValueError(f"valid must have the shape of pred {tuple(pred.shape)}, got {tuple(valid.shape)}")
-        err = err[valid.bool()]
-    if err.numel() == 0:
-        raise ValueError("valid selects no pixel")
-    if not bool(torch.isfinite(err).all()):
-        raise ValueError("pred or gt contains inf or NaN on the evaluated pixels")
-    return float(err.mean()), float((err > threshold).double().mean())

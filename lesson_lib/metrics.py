@@ -20,6 +20,9 @@ metres fixes its scale, so it is reported both ways, in metres and median-scaled
 
 The prediction is clamped to ``[min_depth, max_depth]`` after scaling (as the Eigen evaluation
 does), so no ``log`` of zero can occur.
+
+Disparity maps (chapter 05) are scored in pixels instead: :func:`epe_bad` gives the end-point
+error and the share of pixels off by more than a threshold.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ __all__ = [
     "average_metrics",
     "garg_crop_mask",
     "format_metrics",
+    "epe_bad",
 ]
 
 METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
@@ -165,3 +169,51 @@ def format_metrics(rows: Mapping[str, Mapping[str, float]], names: Iterable[str]
     for label, m in rows.items():
         lines.append(f"{label:<{width}}" + "".join(f"{m[n]:>10.4f}" for n in names))
     return "\n".join(lines)
+
+
+def epe_bad(
+    pred: torch.Tensor,
+    gt: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    threshold: float = 2.0,
+) -> tuple[float, float]:
+    """End-point error and bad-``threshold`` share of a disparity map against ground truth
+    (chapter 05).
+
+    ``EPE = mean |pred - gt|`` and ``bad = mean(|pred - gt| > threshold)`` (a fraction in
+    ``[0, 1]``, not a percentage), both over the pixels where ``valid`` is set (all pixels
+    when ``valid`` is None), in float64.
+
+    Args:
+        pred, gt: disparities in pixels, any shape, the same for both (``(B, 1, H, W)`` maps).
+        valid: optional bool tensor of the same shape: the pixels with ground truth.
+        threshold: the error in pixels above which a pixel counts as bad (``>= 0``).
+
+    Returns:
+        ``(epe, bad)`` as Python floats.
+
+    Raises:
+        ValueError: shapes differ, ``valid`` selects no pixel, ``threshold < 0``, or an
+            evaluated pixel is inf or NaN.
+
+    Example:
+        >>> epe_bad(torch.tensor([1.0, 2.0, 5.0]), torch.tensor([1.0, 1.0, 2.0]))
+        (1.3333333333333333, 0.3333333333333333)
+    """
+    check_tensor(pred, "pred")
+    check_tensor(gt, "gt")
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred and gt must have the same shape, got {tuple(pred.shape)} and {tuple(gt.shape)}")
+    if not threshold >= 0:
+        raise ValueError(f"threshold must be >= 0, got {threshold}")
+    err = (pred.detach() - gt.detach()).abs().double()
+    if valid is not None:
+        check_tensor(valid, "valid", floating=False)
+        if valid.shape != pred.shape:
+            raise ValueError(f"valid must have the shape of pred {tuple(pred.shape)}, got {tuple(valid.shape)}")
+        err = err[valid.bool()]
+    if err.numel() == 0:
+        raise ValueError("valid selects no pixel")
+    if not bool(torch.isfinite(err).all()):
+        raise ValueError("pred or gt contains inf or NaN on the evaluated pixels")
+    return float(err.mean()), float((err > threshold).double().mean())

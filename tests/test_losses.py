@@ -7,6 +7,7 @@ import kornia
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from skimage import data as skdata
 
 from lesson_lib import losses
@@ -34,6 +35,63 @@ def _ssim_by_kornia_box(x, y, c1=0.01**2, c2=0.03**2):
     mx, my = mu(x), mu(y)
     sxx, syy, sxy = mu(x * x) - mx * mx, mu(y * y) - my * my, mu(x * y) - mx * my
     return (2 * mx * my + c1) * (2 * sxy + c2) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+
+
+# 0. the box filter ----------------------------------------------------------------------
+
+
+def _avg_pool_reference(x, window):
+    """``F.avg_pool2d`` over the reflection-padded input: in one 2-D pass for the 3x3 window
+    (what SSIM's fast path reproduces), separably (rows, then columns) for the larger ones."""
+    r = window // 2
+    padded = F.pad(x, (r, r, r, r), mode="reflect")
+    if window == 3:
+        return F.avg_pool2d(padded, 3, stride=1)
+    return F.avg_pool2d(F.avg_pool2d(padded, (1, window), stride=1), (window, 1), stride=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64], ids=["float32", "float64"])
+@pytest.mark.parametrize("window", [3, 5, 9])
+def test_box_filter_equals_avg_pool2d_over_reflection_padding_to_the_bit(window, dtype):
+    g = torch.Generator().manual_seed(window)
+    x = torch.rand(2, 3, 17, 23, generator=g, dtype=dtype)
+    grad = torch.rand(2, 3, 17, 23, generator=g, dtype=dtype)
+    a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ours, ref = losses.box_filter(a, window), _avg_pool_reference(b, window)
+    assert ours.shape == x.shape
+    assert torch.equal(ours, ref)
+    ours.backward(grad)
+    ref.backward(grad)
+    if window == 3:  # the custom backward too, to the bit
+        assert torch.equal(a.grad, b.grad)
+    else:  # the padding's backward adds up the reflected gradients in another order
+        torch.testing.assert_close(a.grad, b.grad)
+    # the separable passes give the 2-D window mean (up to rounding)
+    r = window // 2
+    two_d = F.avg_pool2d(F.pad(x, (r, r, r, r), mode="reflect"), window, stride=1)
+    torch.testing.assert_close(ours.detach(), two_d)
+
+
+def test_box_filter_known_values_and_borders():
+    # a single bright pixel spreads 1 / window**2 over its window
+    x = torch.zeros(1, 1, 11, 11, dtype=F64)
+    x[..., 5, 5] = 1.0
+    for window in (3, 5, 9):
+        r = window // 2
+        expected = torch.zeros_like(x)
+        expected[..., 5 - r : 6 + r, 5 - r : 6 + r] = 1.0 / window**2
+        torch.testing.assert_close(losses.box_filter(x, window), expected, atol=1e-15, rtol=0)
+    # reflection: a ramp along x stays a ramp inside and folds back at the border
+    ramp = torch.arange(6, dtype=F64).expand(1, 1, 4, 6)
+    row = losses.box_filter(ramp, 3)[0, 0, 0].tolist()
+    assert row == pytest.approx([(1 + 0 + 1) / 3, 1, 2, 3, 4, (4 + 5 + 4) / 3])
+    assert losses.box_filter(x, 1) is x
+    # sides too short to reflect are padded by replication
+    thin = torch.rand(1, 2, 1, 7, dtype=F64)
+    torch.testing.assert_close(losses.box_filter(thin, 3)[..., 1:-1], F.avg_pool1d(thin[:, :, 0], 3, 1)[:, :, None])
+    for bad in (0, 2, 4, -3, 3.0, True):
+        with pytest.raises(ValueError, match="window"):
+            losses.box_filter(x, bad)
 
 
 # 1. SSIM ---------------------------------------------------------------------------------
@@ -81,7 +139,7 @@ def test_ssim_components_multiply_to_ssim():
 def test_luminance_is_one_for_equal_local_means():
     x = _rand(1, 3, 7, 10, seed=5)
     t = 0.05 * _zero_mean_texture(7, 10)
-    torch.testing.assert_close(losses.box_filter3(t), torch.zeros_like(t), atol=1e-15, rtol=0)
+    torch.testing.assert_close(losses.box_filter(t), torch.zeros_like(t), atol=1e-15, rtol=0)
     lum, _, struct = losses.ssim_components(x, x + t)
     torch.testing.assert_close(lum, torch.ones_like(lum), atol=1e-12, rtol=0)
     assert float(struct.min()) < 0.95  # the images do differ
@@ -96,7 +154,7 @@ def test_contrast_depends_only_on_variances_and_structure_only_on_correlation():
     and turns the structure to about -1."""
     t = 0.1 * _zero_mean_texture(6, 10).expand(1, 3, 6, 10)
     x = 0.5 + t
-    s2 = losses.box_filter3(t * t)
+    s2 = losses.box_filter(t * t)
     for k in (0.5, 2.0):
         _, con, struct = losses.ssim_components(x, 0.5 + k * t)
         expected = (2 * k * s2 + losses.C2) / ((1 + k * k) * s2 + losses.C2)
