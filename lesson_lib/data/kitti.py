@@ -42,6 +42,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..camera import resize_intrinsics
+from ..pose import axis_rotation, invert_pose, make_pose
 from .folder import read_image, resize_image
 
 __all__ = [
@@ -110,20 +111,16 @@ def _need(calib: dict[str, np.ndarray], key: str, n: int, path: Path) -> np.ndar
 
 
 def _rigid(R: np.ndarray, t: np.ndarray) -> np.ndarray:
-    T = np.eye(4)
-    T[:3, :3] = np.asarray(R, dtype=np.float64).reshape(3, 3)
-    T[:3, 3] = np.asarray(t, dtype=np.float64).reshape(3)
-    return T
+    """``(4, 4)`` float64 pose ``[[R, t], [0, 1]]`` (:func:`lesson_lib.pose.make_pose`)."""
+    R_t = torch.from_numpy(np.asarray(R, dtype=np.float64).reshape(1, 3, 3))
+    t_t = torch.from_numpy(np.asarray(t, dtype=np.float64).reshape(1, 3))
+    return make_pose(R_t, t_t)[0].numpy()
 
 
 def _inv_rigid(T: np.ndarray) -> np.ndarray:
-    """Inverse of rigid ``(..., 4, 4)`` poses: ``[[R^T, -R^T t], [0, 1]]``."""
-    Ri = np.swapaxes(T[..., :3, :3], -1, -2)
-    out = np.zeros_like(T)
-    out[..., :3, :3] = Ri
-    out[..., :3, 3] = -(Ri @ T[..., :3, 3:4])[..., 0]
-    out[..., 3, 3] = 1.0
-    return out
+    """Inverse of rigid ``(..., 4, 4)`` float64 poses (:func:`lesson_lib.pose.invert_pose`)."""
+    T = np.asarray(T, dtype=np.float64)
+    return invert_pose(torch.from_numpy(T.reshape(-1, 4, 4))).numpy().reshape(T.shape)
 
 
 def _missing_calibration(what: str, path: Path) -> FileNotFoundError:
@@ -344,14 +341,8 @@ def read_oxts(path: str | Path) -> np.ndarray:
 
 
 def _rot(axis: str, a: np.ndarray) -> np.ndarray:
-    c, s = np.cos(a), np.sin(a)
-    one, zero = np.ones_like(a), np.zeros_like(a)
-    rows = {
-        "x": [[one, zero, zero], [zero, c, -s], [zero, s, c]],
-        "y": [[c, zero, s], [zero, one, zero], [-s, zero, c]],
-        "z": [[c, -s, zero], [s, c, zero], [zero, zero, one]],
-    }[axis]
-    return np.stack([np.stack(r, axis=-1) for r in rows], axis=-2)
+    """``(F, 3, 3)`` float64 rotations about ``axis`` (:func:`lesson_lib.pose.axis_rotation`)."""
+    return axis_rotation(axis, torch.from_numpy(np.asarray(a, dtype=np.float64).reshape(-1))).numpy()
 
 
 def oxts_to_poses(oxts: np.ndarray) -> np.ndarray:

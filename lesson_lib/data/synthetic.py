@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -25,7 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..camera import backproject, pixel_grid, project_points
-from ..pose import invert_pose, transform_points
+from ..pose import compose_poses, invert_pose, transform_points
 from .world import RENDERER_VERSION, CameraConfig, MotionConfig, Renderer, StreetConfig, build_world
 
 SPLIT_OFFSETS = {"train": 0, "val": 10_000, "test": 20_000, "test_shifted": 30_000}
@@ -73,7 +74,8 @@ class Sequence:
 
     def T_t_to_s(self, target: int, source: int) -> np.ndarray:
         """``(4, 4)`` pose mapping points from the target camera's frame into the source's."""
-        return np.linalg.inv(self.poses[source]) @ self.poses[target]
+        poses = torch.from_numpy(np.asarray(self.poses, dtype=np.float64)[[source, target]])
+        return compose_poses(poses[1:], invert_pose(poses[:1]))[0].numpy()  # inv(T_s) @ T_t
 
     def flow(self, frame: int, occlusion_tolerance: float = 0.03) -> tuple[np.ndarray, np.ndarray]:
         """Forward optical flow ``(2, H, W)`` from ``frame`` to ``frame + 1`` and its validity
@@ -185,14 +187,30 @@ _ARRAYS = ("left", "right", "depth_left", "depth_right", "obj", "obj_velocity", 
 
 
 def default_cache_dir() -> Path:
-    """``$LESSON_LIB_CACHE`` if set; else ``data/cache`` of the course's repository when the
-    library runs from it; else ``~/.cache/lesson_lib``."""
+    """The folder where :func:`load_sequence` caches rendered sequences.
+
+    ``$LESSON_LIB_CACHE`` if it is set; else the user's cache folder of the platform:
+
+    - Linux and other Unix systems: ``$XDG_CACHE_HOME/lesson_lib``, or ``~/.cache/lesson_lib``
+      when ``XDG_CACHE_HOME`` is unset or not an absolute path (the XDG rule);
+    - macOS: ``~/Library/Caches/lesson_lib``;
+    - Windows: ``%LOCALAPPDATA%\\lesson_lib\\Cache``.
+
+    The folder never depends on where the package is installed, so a source checkout, an editable
+    install and a normal ``pip install`` share it. It is created when the first sequence is
+    written. Everything in it can be rendered again: deleting it is always safe.
+    """
     env = os.environ.get("LESSON_LIB_CACHE")
     if env:
-        return Path(env)
-    repo_data = Path(__file__).resolve().parents[2] / "data"
-    if repo_data.is_dir():
-        return repo_data / "cache"
+        return Path(env).expanduser()
+    if sys.platform == "win32":
+        local = os.environ.get("LOCALAPPDATA")
+        return (Path(local) if local else Path.home() / "AppData" / "Local") / "lesson_lib" / "Cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "lesson_lib"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / "lesson_lib"
     return Path.home() / ".cache" / "lesson_lib"
 
 
