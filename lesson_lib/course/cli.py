@@ -58,11 +58,10 @@ def _fail(message: str) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one line ``error: ...`` (and the usage) on a wrong argument, exit status 2."""
+    """argparse with one line ``error: ...`` on a wrong argument (no usage dump), exit status 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        self.exit(2, f"error: {message}\n")
+        self.exit(2, f"error: {message} ('{self.prog} --help' lists the options)\n")
 
 
 def _device(name: str) -> torch.device:
@@ -86,8 +85,15 @@ def _load_worlds(split: str, sequences: int, frames: int, size: dict[str, int], 
         camera = replace(camera, **size)
     print(f"{what}: {sequences} worlds x {frames} frames of the {split} split (rendered once, then cached)",
           file=sys.stderr, flush=True)
-    return [load_sequence(offset + i, frames, camera, motion, progress=False)
-            for i in tqdm(range(sequences), desc=what, unit="world", file=sys.stderr, disable=None)]
+    if sys.stderr.isatty():
+        return [load_sequence(offset + i, frames, camera, motion, progress=False)
+                for i in tqdm(range(sequences), desc=what, unit="world", file=sys.stderr)]
+    seqs, t0, every = [], time.perf_counter(), max(1, sequences // 10)
+    for i in range(sequences):  # a log file or a pipe: a line every tenth of the way
+        seqs.append(load_sequence(offset + i, frames, camera, motion, progress=False))
+        if (i + 1) % every == 0 or i + 1 == sequences:
+            print(f"{what}: {i + 1}/{sequences} worlds ready ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+    return seqs
 
 
 # --------------------------------------------------------------------------------------------
