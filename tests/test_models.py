@@ -1,8 +1,13 @@
 """Chapters 06, 07, 09: the encoder, depth decoder, Monodepth network and pose network --
-shapes, parameter counts, output ranges, gradients, determinism and bad input."""
+shapes, parameter counts, known outputs of known heads (disparity = p * max_disp_fraction, pose
+vectors and their 4x4 matrices in the course's T_t_to_s convention), gradients, determinism and
+bad input."""
+
+import math
 
 import pytest
 import torch
+from kornia.geometry.conversions import axis_angle_to_rotation_matrix
 
 from lesson_lib import pose
 from lesson_lib.models import (
@@ -78,17 +83,30 @@ def test_count_parameters_trainable_only():
     assert count_parameters(net) == count_parameters(net.encoder) + count_parameters(net.decoder)
 
 
-def test_decoder_scales_shapes_and_range():
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def _set_heads(heads, bias: float) -> None:
+    """Zero the 3x3 output convolutions' weights and set their bias: every output is sigmoid(bias)."""
+    with torch.no_grad():
+        for head in heads.values():
+            head[1].weight.zero_()
+            head[1].bias.fill_(bias)
+
+
+def test_decoder_scales_shapes_and_known_output():
     enc = ResNetEncoder(width=16)
     dec = DepthDecoder(enc.channels, scales=(0, 1, 2, 3), out_channels=1)
     assert dec.decoder_channels == [4, 8, 16, 32, 64]
     assert tuple(dec.decoder_channels) == default_decoder_channels(enc.channels)
+    assert default_decoder_channels([64, 64, 128, 256, 512]) == (16, 32, 64, 128, 256)
+    _set_heads(dec.heads, _logit(0.8))  # zero head weights, bias logit(0.8): sigmoid gives 0.8 exactly
     out = dec(enc(_image(B, 3, H, W)))
     assert list(out) == [0, 1, 2, 3]
     for s, v in out.items():
         assert v.shape == (B, 1, H // 2**s, W // 2**s)
-        assert bool(((v > 0) & (v < 1)).all())
-    assert default_decoder_channels([64, 64, 128, 256, 512]) == (16, 32, 64, 128, 256)
+        torch.testing.assert_close(v, torch.full_like(v, 0.8), atol=1e-7, rtol=0)
 
 
 def test_decoder_rejects_mismatched_features():
@@ -103,25 +121,34 @@ def test_decoder_rejects_mismatched_features():
         dec(bad)
 
 
-def test_monodepth_scales_shapes_and_disparity_range():
+def test_monodepth_scales_shapes():
     net = MonodepthNet(width=16)
     out = net(_image(B, 3, H, W))
     assert list(out) == [0, 1, 2, 3]
     for s, d in out.items():
         assert d.shape == (B, 2, H // 2**s, W // 2**s)
-        assert bool(((d > 0) & (d < 0.3)).all())
     net.eval()
     with torch.no_grad():
         big = net(_image(1, 3, 128, 416))
-    assert big[0].shape == (1, 2, 128, 416) and big[3].shape == (1, 2, 16, 52)
-    assert bool(((big[0] > 0) & (big[0] < 0.3)).all())
+    assert [tuple(v.shape) for v in big.values()] == [(1, 2, 128 >> s, 416 >> s) for s in range(4)]
 
 
-def test_monodepth_width64_shapes_and_max_disp_fraction():
-    net = MonodepthNet(width=64, max_disp_fraction=0.1)
-    out = net(_image(1, 3, 64, 64))
-    assert [tuple(v.shape) for v in out.values()] == [(1, 2, 64 >> s, 64 >> s) for s in range(4)]
-    assert all(bool(((d > 0) & (d < 0.1)).all()) for d in out.values())
+@pytest.mark.parametrize(
+    "width, max_disp, p, shape",
+    [(16, 0.3, 0.5, (B, 3, H, W)), (16, 0.3, 0.05, (B, 3, H, W)), (8, 0.1, 0.25, (B, 3, H, W)), (64, 0.1, 0.5, (1, 3, 64, 64))],
+)
+def test_monodepth_known_head_gives_p_times_max_disp_fraction_at_every_scale(width, max_disp, p, shape):
+    """Zero head weights and bias logit(p): sigmoid gives p, so every pixel of both channels at
+    every scale is exactly p * max_disp_fraction (0.3 * sigmoid of Monodepth), whatever the input
+    and although each finer level is fed the coarser output."""
+    net = MonodepthNet(width=width, max_disp_fraction=max_disp)
+    _set_heads(net.decoder.heads, _logit(p))
+    x = _image(*shape)
+    out = net(x)
+    assert list(out) == [0, 1, 2, 3]
+    for s, d in out.items():
+        assert d.shape == (x.shape[0], 2, x.shape[2] >> s, x.shape[3] >> s)
+        torch.testing.assert_close(d, torch.full_like(d, p * max_disp), atol=1e-7, rtol=1e-6)
 
 
 def test_gradients_reach_the_first_convolution():
@@ -162,27 +189,117 @@ def test_same_seed_gives_identical_initial_weights():
 
 @pytest.mark.parametrize("rotation", ["axis_angle", "euler"])
 @pytest.mark.parametrize("n_frames", [2, 3])
-def test_posenet_shape_small_init_and_valid_poses(rotation, n_frames):
+def test_posenet_shape_and_small_init(rotation, n_frames):
     net = PoseNet(n_frames=n_frames, width=16, rotation=rotation)
     target = _image(B, 3, H, W)
     sources = [_image(B, 3, H, W).roll(k + 1, dims=-1) for k in range(n_frames - 1)]
     frames = PoseNet.stack(target, sources)
     assert frames.shape == (B, 3 * n_frames, H, W)
+    torch.testing.assert_close(frames[:, :3], target, rtol=0, atol=0)  # target first, then the sources
+    torch.testing.assert_close(frames[:, 3:6], sources[0], rtol=0, atol=0)
     v = net(frames)
     assert v.shape == (B, n_frames - 1, 6)
-    assert float(v.detach().abs().max()) < 0.1
+    assert float(v.detach().abs().max()) < 0.1  # x 0.01: close to the identity at initialisation
+    assert net.to_matrices(v).shape == (B, n_frames - 1, 4, 4)
+
+
+# -- the pose network's output with a known head, and its direction ---------------------------------
+
+THETA = 0.3  # radians
+C, S = math.cos(THETA), math.sin(THETA)
+
+
+def _posenet_with_output(vectors, rotation):
+    """A PoseNet whose 1x1 head has zero weights and bias 100 * v, so that it outputs ``v`` (one
+    6-vector per source) for any input: the network multiplies by 0.01 (SfMLearner's scale)."""
+    vectors = torch.tensor(vectors, dtype=torch.float32)
+    net = PoseNet(n_frames=vectors.shape[0] + 1, width=8, rotation=rotation)
+    assert net.scale == 0.01 and net.pose_conv.kernel_size == (1, 1)
+    with torch.no_grad():
+        net.pose_conv.weight.zero_()
+        net.pose_conv.bias.copy_(100.0 * vectors.reshape(-1))
+    return net.eval().requires_grad_(False)  # eval: batch statistics of one image at 1x1 are undefined
+
+
+def _translation(tx, ty, tz):
+    return torch.tensor([[1.0, 0, 0, tx], [0, 1, 0, ty], [0, 0, 1, tz], [0, 0, 0, 1]])
+
+
+RY = torch.tensor([[C, 0, S, 0], [0, 1, 0, 0], [-S, 0, C, 0], [0, 0, 0, 1]])  # +theta about y
+# T_t_to_s of a source camera 0.5 m behind the target (t_z = +0.5) and 0.5 m ahead of it (-0.5)
+BACKWARD, FORWARD = [0, 0, 0.5, 0, 0, 0], [0, 0, -0.5, 0, 0, 0]
+YAW = [0, 0, 0, 0, THETA, 0]
+
+
+@pytest.mark.parametrize("rotation", ["euler", "axis_angle"])
+def test_posenet_known_head_gives_known_vectors_and_matrices(rotation):
+    # source 1: pure translation tz = +0.5; source 2: pure rotation about y by theta (the same
+    # matrix in both parametrisations); source 3: forward motion, tz = -0.5
+    net = _posenet_with_output([BACKWARD, YAW, FORWARD], rotation)
+    v = net(_image(B, 12, H, W))
+    want = torch.tensor([BACKWARD, YAW, FORWARD]).expand(B, 3, 6)
+    torch.testing.assert_close(v, want, atol=1e-6, rtol=0)  # translation first, x 0.01
     T = net.to_matrices(v)
-    assert T.shape == (B, n_frames - 1, 4, 4)
-    torch.testing.assert_close(
-        T.reshape(-1, 4, 4), pose.pose_vector_to_matrix(v.reshape(-1, 6), rotation=rotation)
-    )
-    R = T[..., :3, :3]
-    eye = torch.eye(3).expand_as(R)
-    torch.testing.assert_close(R.transpose(-1, -2) @ R, eye, atol=1e-5, rtol=0)
-    torch.testing.assert_close(torch.linalg.det(R), torch.ones(B, n_frames - 1), atol=1e-5, rtol=0)
-    torch.testing.assert_close(T[..., :3, 3], v[..., :3])  # translation first
-    bottom = torch.tensor([0.0, 0.0, 0.0, 1.0]).expand(B, n_frames - 1, 4)
-    torch.testing.assert_close(T[..., 3, :], bottom)
+    assert T.shape == (B, 3, 4, 4)
+    for b in range(B):
+        torch.testing.assert_close(T[b, 0], _translation(0, 0, 0.5), atol=1e-6, rtol=0)
+        torch.testing.assert_close(T[b, 1], RY, atol=1e-6, rtol=0)
+        torch.testing.assert_close(T[b, 2], _translation(0, 0, -0.5), atol=1e-6, rtol=0)
+
+
+def test_posenet_euler_order_is_rx_ry_rz_and_axis_angle_is_rodrigues():
+    """A rotation about x and z together tells the Euler order apart: SfMLearner's
+    R = Rx(a) Rz(b), not Rz(b) Rx(a); the same numbers read as a rotation vector give the
+    Rodrigues rotation (kornia's independent implementation)."""
+    a, b = 0.4, -0.25
+    ca, sa, cb, sb = math.cos(a), math.sin(a), math.cos(b), math.sin(b)
+    rx_rz = torch.tensor([[cb, -sb, 0], [ca * sb, ca * cb, -sa], [sa * sb, sa * cb, ca]])
+    rz_rx = torch.tensor([[cb, -sb * ca, sb * sa], [sb, cb * ca, -cb * sa], [0, sa, ca]])
+    vec = [0.1, -0.2, 0.3, a, 0, b]
+    T = _posenet_with_output([vec], "euler").to_matrices(torch.tensor([[vec]]))[0, 0]
+    torch.testing.assert_close(T[:3, :3], rx_rz, atol=1e-6, rtol=0)
+    assert float((T[:3, :3] - rz_rx).abs().max()) > 0.05  # the other order is far off
+    torch.testing.assert_close(T[:3, 3], torch.tensor([0.1, -0.2, 0.3]), atol=1e-6, rtol=0)  # R p + t
+    net = _posenet_with_output([vec], "axis_angle")
+    T = net.to_matrices(net(_image(1, 6, 32, 32)))[0, 0]
+    want = axis_angle_to_rotation_matrix(torch.tensor([[a, 0.0, b]]))[0]
+    torch.testing.assert_close(T[:3, :3], want, atol=1e-6, rtol=0)
+    torch.testing.assert_close(T[:3, 3], torch.tensor([0.1, -0.2, 0.3]), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("rotation", ["euler", "axis_angle"])
+def test_posenet_pose_maps_target_points_into_the_source_frame(rotation):
+    """COURSE.md: T_t_to_s maps 3-D points from the target camera's frame into the source's, and
+    the target pixel p_t is read in the source at p_s ~ K T_t_to_s D_t(p_t) K^-1 p_t.
+
+    A point 10 m in front of the target camera, 1 m to the right (pixel u = 42 with f = 100,
+    cx = 32). Forward camera motion from target to source (the source camera 0.5 m ahead, so
+    t = (0, 0, -0.5)): the point is *nearer* in the source frame, z = 9.5, and its pixel moves
+    away from the principal point, u_s = 32 + 100 * 1 / 9.5. The opposite motion (t = +0.5):
+    z = 10.5 and u_s = 32 + 100 / 10.5. A rotation by +theta about y moves a point on the optical
+    axis to x = 10 sin(theta) > 0: u_s = 32 + 100 tan(theta)."""
+    net = _posenet_with_output([FORWARD, BACKWARD, YAW], rotation)
+    T = net.to_matrices(net(_image(1, 12, 32, 64)))[0]  # (3, 4, 4)
+    point = torch.tensor([[[1.0], [0.0], [10.0]]])
+    z = [float(pose.transform_points(T[k : k + 1], point)[0, 2, 0]) for k in range(2)]
+    assert z[0] == pytest.approx(9.5, abs=1e-5) and z[1] == pytest.approx(10.5, abs=1e-5)
+    # the camera centre of the source, in the target frame: 0.5 m ahead for forward motion
+    centre = pose.transform_points(pose.invert_pose(T[:1]), torch.zeros(1, 3, 1))
+    torch.testing.assert_close(centre[0, :, 0], torch.tensor([0.0, 0.0, 0.5]), atol=1e-6, rtol=0)
+
+    from lesson_lib.warping import rigid_sample_points
+
+    K = torch.tensor([[[100.0, 0, 32], [0, 100.0, 16], [0, 0, 1]]])
+    depth = torch.full((1, 1, 32, 64), 10.0)
+    want_u = [32 + 100 / 9.5, 32 + 100 / 10.5, 32 + 100 * math.tan(THETA)]
+    for k, (u_t, u_s) in enumerate(zip([42, 42, 32], want_u)):
+        uv, in_front = rigid_sample_points(depth, T[k : k + 1], K)
+        assert float(uv[0, 0, 16, u_t]) == pytest.approx(u_s, abs=1e-4), k
+        assert float(uv[0, 1, 16, u_t]) == pytest.approx(16.0, abs=1e-4), k
+        assert bool(in_front[0, 0, 16, u_t])
+    # the principal point's ray is along the motion: it stays put under a pure translation in z
+    uv, _ = rigid_sample_points(depth, T[:1], K)
+    assert float(uv[0, 0, 16, 32]) == pytest.approx(32.0, abs=1e-4)
 
 
 def test_posenet_width64_small_at_init():
@@ -266,6 +383,41 @@ def test_decoder_feeds_coarser_outputs_into_finer_levels_only_when_asked(feed):
 
 def test_monodepth_net_uses_the_v1_decoder():
     assert MonodepthNet(width=8).decoder.feed_outputs is True
+
+
+@pytest.mark.parametrize("max_disp, initial", [(0.3, 0.01), (0.2, 0.05), (0.1, 0.09)])
+def test_initial_disparity_is_the_bias_logit(max_disp, initial):
+    """The docstring: the output convolutions' bias is b = logit(initial / max_disp_fraction); with
+    zero head weights the network then predicts exactly ``initial`` at every scale."""
+    net = MonodepthNet(width=8, max_disp_fraction=max_disp, initial_disparity=initial)
+    b = _logit(initial / max_disp)
+    for s, head in net.decoder.heads.items():
+        torch.testing.assert_close(head[1].bias, torch.full((2,), b), atol=1e-6, rtol=0, msg=f"scale {s}")
+    with torch.no_grad():
+        for head in net.decoder.heads.values():
+            head[1].weight.zero_()
+        out = net(_image(1, 3, 64, 96))
+    for d in out.values():
+        torch.testing.assert_close(d, torch.full_like(d, initial), atol=1e-7, rtol=1e-6)
+
+
+def test_initial_disparity_none_keeps_pytorchs_bias_near_0_15():
+    """None: PyTorch's default bias, uniform in +-1/sqrt(fan_in), so with zero head weights the
+    output is 0.3 * sigmoid(b) within 0.3 * (sigmoid(1/sqrt(fan_in)) - 1/2) of 0.15."""
+    torch.manual_seed(0)
+    net = MonodepthNet(width=8, initial_disparity=None)
+    with torch.no_grad():
+        biases = {s: head[1].bias.clone() for s, head in net.decoder.heads.items()}
+        for head in net.decoder.heads.values():
+            head[1].weight.zero_()
+        out = net(_image(1, 3, 64, 96))
+    for s, d in out.items():
+        conv = net.decoder.heads[str(s)][1]
+        bound = 1 / math.sqrt(conv.in_channels * 9)
+        assert bool((biases[str(s)].abs() <= bound).all())
+        torch.testing.assert_close(d[:, 0], torch.full_like(d[:, 0], 0.3 * torch.sigmoid(biases[str(s)][0]).item()))
+        assert float((d - 0.15).abs().max()) <= 0.3 * (1 / (1 + math.exp(-bound)) - 0.5) + 1e-7
+    assert not torch.allclose(biases["0"], torch.full((2,), _logit(0.01 / 0.3)))
 
 
 def test_initial_disparity_sets_the_untrained_output():

@@ -135,6 +135,71 @@ def test_smoothness_known_answer_over_scales():
     assert float(l1 - l0) == pytest.approx(0.1 * want, rel=1e-3)
 
 
+def _area(img, f):
+    """Area reduction by ``f`` written out: the mean of each f x f block."""
+    b, c, h, w = img.shape
+    return img.reshape(b, c, h // f, f, w // f, f).mean(dim=(3, 5))
+
+
+def test_upsample_mode_smoothness_is_at_each_outputs_own_scale_with_area_reduced_images():
+    """monodepth2: the disparity is upsampled for the reconstruction only; the smoothness sees each
+    output at its own scale, with the images reduced (area) to that scale.
+
+    Textured images and disparities that are ramps of slope a (fraction per pixel at that scale)
+    along x: the y term is 0 and the x term of one map is mean(a * exp(-|dx I_s|)), with I_s the
+    image's f x f block means (f = 2^s), so the summed term is
+    sum_s (mean(a e^{-|dx L_s|}) + mean(a e^{-|dx R_s|})) / 2^s, by hand and by kornia's
+    independent inverse_depth_smoothness_loss. The upsample and downsample modes both give it;
+    their appearance terms differ (the reconstructions are made at other resolutions)."""
+    from kornia.losses import inverse_depth_smoothness_loss
+
+    a = 1e-3
+    left, right = _texture(seed=1, b=1), _texture(seed=2, b=1)
+    d = {}
+    for s in range(4):
+        h, w = H // 2**s, W // 2**s
+        d[s] = (0.02 + a * torch.arange(w, dtype=torch.float32)).view(1, 1, 1, w).expand(1, 2, h, w).contiguous()
+    by_hand = by_kornia = 0.0
+    for s in range(4):
+        L, R = _area(left, 2**s), _area(right, 2**s)
+        for img in (L, R):
+            ix = (img[..., 1:] - img[..., :-1]).abs().mean(1)
+            by_hand += float((a * torch.exp(-ix)).mean()) / 2**s
+        by_kornia += float(inverse_depth_smoothness_loss(d[s][:, :1], L) + inverse_depth_smoothness_loss(d[s][:, 1:], R)) / 2**s
+    assert by_kornia == pytest.approx(by_hand, rel=1e-5)
+    # what the smoothness of the upsampled disparities with the full-resolution images would be
+    up = sum(
+        float(inverse_depth_smoothness_loss(F.interpolate(d[s], size=(H, W), mode="bilinear", align_corners=False)[:, c : c + 1], img))
+        / 2**s
+        for s in range(4)
+        for c, img in ((0, left), (1, right))
+    )
+    assert abs(up - by_hand) > 0.1 * by_hand  # the test tells the two apart (measured: 27 % apart)
+
+    terms = {m: monodepth_loss(d, left, right, MonodepthConfig(multiscale=m))[1] for m in ("downsample", "upsample")}
+    for m, t in terms.items():
+        assert float(t["smoothness"]) == pytest.approx(by_hand, rel=1e-5), m
+    ap_down, ap_up = float(terms["downsample"]["appearance"]), float(terms["upsample"]["appearance"])
+    assert abs(ap_down - ap_up) > 0.01 * ap_down, (ap_down, ap_up)
+    # and the weight multiplies exactly that term in the upsample mode's loss
+    l0 = monodepth_loss(d, left, right, MonodepthConfig(multiscale="upsample", smoothness_weight=0.0))[0]
+    l1 = monodepth_loss(d, left, right, MonodepthConfig(multiscale="upsample", smoothness_weight=0.1))[0]
+    assert float(l1 - l0) == pytest.approx(0.1 * by_hand, rel=1e-3)
+
+
+def test_upsample_mode_appearance_compares_at_full_resolution():
+    """In the upsample mode every scale's disparity, upsampled, reconstructs the full-resolution
+    images: constant true disparity at every scale gives the scale-0 appearance error 4 times over
+    (a constant upsamples to itself), whereas the downsample mode compares at each scale."""
+    left, right = _pair(3.0)
+    d = _disps(3.0, 3.0)
+    up = monodepth_loss(d, left, right, MonodepthConfig(multiscale="upsample"))[1]["appearance"]
+    only0 = monodepth_loss({0: d[0]}, left, right, MonodepthConfig(multiscale="upsample", scales=(0,)))[1]["appearance"]
+    assert float(up) == pytest.approx(4 * float(only0), rel=1e-5)
+    down = monodepth_loss(d, left, right, MonodepthConfig(multiscale="downsample"))[1]["appearance"]
+    assert abs(float(down) - float(up)) > 0.01 * float(up)
+
+
 def test_depth_to_disparity_fraction_and_back():
     K = torch.tensor([[[200.0, 0, 50], [0, 200.0, 30], [0, 0, 1]]])
     depth = torch.tensor([[[[10.0, 20.0, 0.0, 5.0]]]])  # 0: sky, no depth

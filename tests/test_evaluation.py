@@ -1,0 +1,175 @@
+"""lesson_lib.evaluation: the one evaluation protocol (chapters 06-11) on tiny fake datasets whose
+answers are known -- a predictor that returns the truth, one that doubles it, per-image
+averaging, which rows appear, and ``evaluate_model`` through a method's ``predict_depth``."""
+
+import math
+
+import pytest
+import torch
+
+from lesson_lib.evaluation import evaluate, evaluate_model
+from lesson_lib.methods.monodepth import Monodepth, MonodepthConfig
+from lesson_lib.metrics import METRIC_NAMES
+
+H, W = 8, 12
+LABELS = ["metres", "metres + pp", "median-scaled", "median-scaled + pp"]
+
+
+def _item(seed: int, factor: float = 1.0, sky_rows: int = 0, far_rows: int = 0) -> dict:
+    """A fake stereo item whose ground truth is written into the image, so that a predictor can
+    read it back: channel 0 = depth / 100, channel 1 = ``factor`` / 10 (how much the predictor
+    below multiplies the truth by). Depth 2-30 m; ``sky_rows`` top rows have no ground truth (0),
+    ``far_rows`` bottom rows lie beyond 80 m (left out of every metric)."""
+    g = torch.Generator().manual_seed(seed)
+    depth = 2 + 28 * torch.rand(1, H, W, generator=g)
+    if sky_rows:
+        depth[:, :sky_rows] = 0.0
+    if far_rows:
+        depth[:, H - far_rows :] = 90.0
+    left = torch.stack([depth[0] / 100, torch.full((H, W), factor / 10), torch.zeros(H, W)])
+    K = torch.tensor([[10.0, 0, W / 2], [0, 10.0, H / 2], [0, 0, 1]])
+    return {"left": left, "depth": depth, "K": K, "baseline": torch.tensor(0.5)}
+
+
+class Decoder:
+    """A predictor that reads the depth (times the item's factor) back out of the image, and
+    records every call's post-processing flag."""
+
+    def __init__(self, factor: float | None = None):
+        self.factor, self.calls = factor, []
+
+    def __call__(self, image, K, baseline, pp):
+        assert image.shape[1:] == (3, H, W) and K.shape == (image.shape[0], 3, 3) and baseline.shape == (image.shape[0],)
+        self.calls.append(pp)
+        factor = image[:, 1:2] * 10 if self.factor is None else self.factor
+        return (image[:, :1] * 100 * factor).clamp(min=0)
+
+
+def _valid_depths(items):
+    return [it["depth"][(it["depth"] > 1e-3) & (it["depth"] <= 80)].double() for it in items]
+
+
+def test_the_truth_scores_perfectly_in_every_row():
+    data = [_item(i, sky_rows=i % 3) for i in range(5)]
+    res = evaluate(Decoder(1.0), data, batch_size=2)
+    assert list(res) == LABELS
+    for label, m in res.items():
+        for name in ("abs_rel", "sq_rel", "rmse", "rmse_log"):
+            assert m[name] == pytest.approx(0.0, abs=1e-6), (label, name)
+        for name in ("a1", "a2", "a3"):
+            assert m[name] == 1.0, (label, name)
+    assert res["median-scaled"]["scale"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_twice_the_truth_is_abs_rel_1_in_metres_and_perfect_median_scaled():
+    """d = 2 g: |d - g| / g = 1 at every pixel; sq_rel = mean(g); rmse = sqrt(mean(g^2)); the
+    ratio 2 exceeds 1.25, 1.25^2 and 1.25^3 (1.95): a1 = a2 = a3 = 0. Median scaling multiplies
+    by median(g) / median(2 g) = 1/2 exactly: no error left."""
+    data = [_item(i, sky_rows=1) for i in range(3)]
+    res = evaluate(Decoder(2.0), data, batch_size=8)
+    g = _valid_depths(data)
+    for label in ("metres", "metres + pp"):
+        m = res[label]
+        assert m["abs_rel"] == pytest.approx(1.0, abs=1e-6)
+        assert m["sq_rel"] == pytest.approx(sum(float(x.mean()) for x in g) / 3, rel=1e-5)
+        assert m["rmse"] == pytest.approx(sum(math.sqrt(float(x.square().mean())) for x in g) / 3, rel=1e-5)
+        assert m["rmse_log"] == pytest.approx(math.log(2), rel=1e-5)
+        assert m["a1"] == m["a2"] == m["a3"] == 0.0
+    for label in ("median-scaled", "median-scaled + pp"):
+        m = res[label]
+        assert m["abs_rel"] == pytest.approx(0.0, abs=1e-6) and m["a1"] == 1.0
+        assert m["scale"] == pytest.approx(0.5, abs=1e-6)
+
+
+def test_metrics_are_averaged_per_image_and_ignore_sky_and_far_pixels():
+    """Image A predicted exactly, image B at twice the truth: abs_rel = (0 + 1) / 2 = 0.5 per
+    image, whatever their numbers of valid pixels: A has 2 sky rows (predicted at 50 m, which would
+    count as errors) and 3 rows beyond 80 m, so 36 valid pixels against B's 96; a pixel-weighted
+    mean would give 96 / 132 = 0.73."""
+    a, b = _item(0, factor=1.0, sky_rows=2, far_rows=3), _item(1, factor=2.0)
+    a["left"][0, :2] = 0.5  # the sky predicted at 50 m: must not count
+    res = evaluate(Decoder(), [a, b], batch_size=2, metric=True)
+    assert res["metres"]["abs_rel"] == pytest.approx(0.5, abs=1e-6)
+    assert res["metres"]["a1"] == pytest.approx(0.5, abs=1e-9)
+    same = evaluate(Decoder(), [a, b], batch_size=1)
+    for label in res:
+        for name in METRIC_NAMES:
+            assert same[label][name] == pytest.approx(res[label][name], abs=1e-9), (label, name)
+
+
+def test_metric_false_leaves_out_the_metres_rows():
+    res = evaluate(Decoder(2.0), [_item(0)], metric=False)
+    assert list(res) == ["median-scaled", "median-scaled + pp"]
+    assert res["median-scaled"]["abs_rel"] == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "flags, labels",
+    [
+        ((False,), ["metres", "median-scaled"]),
+        ((True,), ["metres + pp", "median-scaled + pp"]),
+        ((False, True), LABELS),
+    ],
+)
+def test_pp_rows_appear_only_with_post_processing(flags, labels):
+    pred = Decoder(1.0)
+    res = evaluate(pred, [_item(0), _item(1), _item(2)], batch_size=2, post_processing=flags)
+    assert list(res) == labels
+    assert pred.calls == list(flags) * 2  # two batches, each predicted once per flag, flag passed on
+
+
+def test_post_processing_flag_reaches_the_predictor():
+    """A predictor that is exact without post-processing and doubles with it."""
+
+    def predict(image, K, baseline, pp):
+        return image[:, :1] * 100 * (2.0 if pp else 1.0)
+
+    res = evaluate(predict, [_item(0), _item(1)])
+    assert res["metres"]["abs_rel"] == pytest.approx(0.0, abs=1e-6)
+    assert res["metres + pp"]["abs_rel"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_empty_dataset_and_bad_batch_size_raise():
+    with pytest.raises(ValueError, match="empty"):
+        evaluate(Decoder(1.0), [])
+    with pytest.raises(ValueError, match="batch_size"):
+        evaluate(Decoder(1.0), [_item(0)], batch_size=0)
+
+
+class _ConstantDisparity(torch.nn.Module):
+    """A stand-in network: the disparity fraction ``value`` at every pixel and scale."""
+
+    def __init__(self, value: float):
+        super().__init__()
+        self.value = torch.nn.Parameter(torch.tensor(value))
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        return {s: self.value.expand(b, 2, h // 2**s, w // 2**s) for s in range(4)}
+
+
+def test_evaluate_model_goes_through_the_methods_predict_depth():
+    """Monodepth's depth is f * B / (d * W): a constant disparity of 0.05 of the width on a
+    64-pixel-wide image with f = 80 px and B = 0.5 m is 80 * 0.5 / 3.2 = 12.5 m. Ground truth
+    12.5 m: no error; ground truth 25 m: abs_rel 0.5 in metres, 0 median-scaled."""
+    method = Monodepth(MonodepthConfig(encoder_width=8))
+    model = _ConstantDisparity(0.05)
+    K = torch.tensor([[80.0, 0, 32], [0, 80.0, 16], [0, 0, 1]])
+
+    def item(gt):
+        return {"left": torch.rand(3, 32, 64), "depth": torch.full((1, 32, 64), gt), "K": K, "baseline": torch.tensor(0.5)}
+
+    res = evaluate_model(model, method, [item(12.5), item(12.5)])
+    assert list(res) == LABELS  # Monodepth's depth is metric: the metres rows are there
+    for m in res.values():
+        assert m["abs_rel"] == pytest.approx(0.0, abs=1e-6)
+    res = evaluate_model(model, method, [item(25.0)], post_processing=(False,))
+    assert list(res) == ["metres", "median-scaled"]
+    assert res["metres"]["abs_rel"] == pytest.approx(0.5, abs=1e-6)
+    assert res["median-scaled"]["abs_rel"] == pytest.approx(0.0, abs=1e-6)
+
+    class UpToScale(Monodepth):
+        metric_depth = False
+
+    res = evaluate_model(model, UpToScale(method.config), [item(25.0)])
+    assert list(res) == ["median-scaled", "median-scaled + pp"]
