@@ -1,9 +1,13 @@
 """The course's own notebooks as an instructor and a student meet them.
 
 - Every exercise carries nbgrader's markup and metadata, followed by a graded check cell.
-- The student versions contain none of the solution code.
-- Run headless from a fresh kernel, a student version reaches its last cell, and every check
-  reports "not implemented yet"; under nbgrader's autograder every check fails instead.
+- The student versions contain none of the solution code, and no cell but a check uses an
+  exercise's code (read from the sources, every cell).
+- Run headless from a fresh kernel, a student version reaches its last check, and every check
+  reports "not implemented yet"; under nbgrader's autograder every check fails instead. The run
+  stops after the last check and skips the cells tagged ``heavy`` (and those that use their
+  results): the instructor versions run in full under nbval already, so the student run only
+  has to show what differs, and its cost stays small as training chapters are added.
 (The instructor versions themselves run under nbval, with their stored outputs compared.)
 """
 
@@ -11,9 +15,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
-from lesson_lib.course.student import make_student_versions
+from lesson_lib.course.student import check_cells, make_student_versions, run_student_notebook, student_code_uses
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 
@@ -82,41 +85,63 @@ def test_student_version_has_no_solution_code(path, student_dir):
     assert all(not c.get("outputs") for c in student.cells if c.cell_type == "code")
 
 
-def _run(path: Path, allow_errors: bool) -> nbformat.NotebookNode:
-    nb = nbformat.read(path, as_version=4)
-    NotebookClient(
-        nb, timeout=300, kernel_name="python3", allow_errors=allow_errors,
-        resources={"metadata": {"path": str(path.parent)}},
-    ).execute()
-    return nb
-
-
-def _check_cells(nb):
-    return [c for c in nb.cells if _nbgrader(c).get("grade")]
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_cell_but_a_check_uses_the_students_code(path, student_dir):
+    """Cells the fast run below skips or never reaches cannot call an unfinished exercise."""
+    student = nbformat.read(student_dir / path.name, as_version=4)
+    assert student_code_uses(student, path.name) == []
 
 
 def _text(cell) -> str:
     return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_student_version_runs_to_the_end_and_reports_unfinished_exercises(path, student_dir, monkeypatch):
+def _errors(cell) -> list:
+    return [o for o in cell.outputs if o.output_type == "error"]
+
+
+@pytest.fixture
+def no_grading_env(monkeypatch):
+    """The kernel inherits this process's environment: no grading mode unless a test sets it."""
     monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
     monkeypatch.delenv("LESSON_LIB_STRICT_CHECKS", raising=False)
-    nb = _run(student_dir / path.name, allow_errors=False)  # raises if any cell fails
-    checks = _check_cells(nb)
-    assert checks
-    for cell in checks:
-        assert "not implemented yet" in _text(cell), cell.source
-    last_code = [c for c in nb.cells if c.cell_type == "code"][-1]
-    assert last_code.execution_count is not None
+    return monkeypatch
 
 
 @pytest.mark.slow
-def test_unfinished_exercises_fail_under_the_autograder(student_dir, monkeypatch):
-    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
-    nb = _run(student_dir / "00_start_here.ipynb", allow_errors=True)
-    for cell in _check_cells(nb):
-        errors = [o for o in cell.outputs if o.output_type == "error"]
-        assert errors and errors[0].ename == "ExerciseNotDone", cell.source
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_student_version_reaches_its_last_check_and_fails_under_the_autograder(path, student_dir, no_grading_env):
+    # raises if any cell that runs fails; the re-runs under the autograder are expected to fail
+    nb = run_student_notebook(student_dir / path.name, autograde_recheck=True)
+    rechecks = {c.metadata.lesson_lib.recheck_of: c for c in nb.cells if "recheck_of" in c.metadata.get("lesson_lib", {})}
+    checks = check_cells(nb)  # the appended re-runs carry no nbgrader metadata
+    assert checks and sorted(rechecks) == checks
+    for i in checks:
+        cell = nb.cells[i]
+        assert cell.execution_count is not None, f"{path.name} cell {i}: the check did not run"
+        assert not _errors(cell) and "not implemented yet" in _text(cell), f"{path.name} cell {i}: {cell.source}"
+        errors = _errors(rechecks[i])
+        assert [e.ename for e in errors] == ["ExerciseNotDone"], f"{path.name} cell {i} under autograde: {errors}"
+    ran = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.execution_count is not None]
+    skipped = [i for i, c in enumerate(nb.cells) if "skipped" in c.metadata.get("lesson_lib", {})]
+    assert sorted(ran + skipped) == [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+
+
+@pytest.mark.slow
+def test_unfinished_exercises_fail_under_the_autograder_from_a_fresh_kernel(student_dir, no_grading_env):
+    """As nbgrader runs it: the environment variable is set before the kernel starts."""
+    no_grading_env.setenv("NBGRADER_EXECUTION", "autograde")
+    nb = run_student_notebook(student_dir / "00_start_here.ipynb", allow_errors=True)
+    checks = check_cells(nb)
+    assert checks
+    for i in checks:
+        assert [e.ename for e in _errors(nb.cells[i])] == ["ExerciseNotDone"], nb.cells[i].source
+
+
+def test_nbval_and_the_student_runs_allow_each_cell_the_same_time():
+    import tomllib
+
+    from lesson_lib.course.notebooks import CELL_TIMEOUT
+
+    config = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    assert f"--nbval-cell-timeout={CELL_TIMEOUT}" in config["tool"]["pytest"]["ini_options"]["addopts"].split()

@@ -45,7 +45,8 @@ PREFERRED_NOTEBOOK = "00_start_here.ipynb"
 WIDGETS_EXTENSION = "@jupyter-widgets/jupyterlab-manager"
 
 LOOPBACK = "127.0.0.1"
-STARTUP_TIMEOUT_S = 60.0
+STARTUP_TIMEOUT_S = 120.0  # about 5 s on an idle laptop; a busy CI machine can be far slower
+START_ATTEMPTS = 3  # a fresh port each time, when another process took the chosen one first
 SHUTDOWN_TIMEOUT_S = 20.0
 POLL_INTERVAL_S = 0.2
 REQUEST_TIMEOUT_S = 10.0
@@ -120,12 +121,22 @@ def _lab_page_config(html: str) -> dict:
     return json.loads(match.group(1))
 
 
+class _PortTaken(Exception):
+    """The server exited at start because another process listens on its port."""
+
+
 def _wait_until_ready(server: LabServer) -> None:
-    """Poll /api/status until it answers 200; fail with the log otherwise."""
+    """Poll /api/status until it answers 200; fail with the log otherwise.
+
+    The port is chosen free just before the server starts, but another process may take it in
+    between; then the server exits saying so, and :class:`_PortTaken` is raised to try again.
+    """
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     last_error = "no answer yet"
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
+            if any(m in _log(server) for m in ("already in use", "no available port")):
+                raise _PortTaken(_log(server))
             pytest.fail(
                 f"jupyter lab exited with code {server.process.returncode} before "
                 f"answering.\n--- server log ---\n{_log(server)}"
@@ -196,21 +207,30 @@ def lab(tmp_path_factory) -> Iterator[LabServer]:
     env["JUPYTER_RUNTIME_DIR"] = str(tmp / "runtime")
     env.pop("JUPYTER_TOKEN", None)  # the token comes from the command line only
 
-    port = _free_loopback_port()
     token = secrets.token_hex(16)
-    log_path = tmp / "jupyter-lab.log"
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            _lab_command(port, token, tmp / "notary"),
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    server = LabServer(f"http://{LOOPBACK}:{port}", token, process, log_path)
+    for attempt in range(1, START_ATTEMPTS + 1):
+        port = _free_loopback_port()
+        log_path = tmp / f"jupyter-lab-{attempt}.log"
+        with open(log_path, "wb") as log_file:
+            process = subprocess.Popen(
+                _lab_command(port, token, tmp / "notary"),
+                cwd=REPO_ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        server = LabServer(f"http://{LOOPBACK}:{port}", token, process, log_path)
+        try:
+            _wait_until_ready(server)
+            break
+        except _PortTaken as taken:
+            if attempt == START_ATTEMPTS:
+                pytest.fail(f"port taken by another process {START_ATTEMPTS} times in a row:\n{taken}")
+        except BaseException:
+            _stop(process)
+            raise
     try:
-        _wait_until_ready(server)
         yield server
     finally:
         if process.poll() is None:

@@ -1,4 +1,5 @@
-"""Tests for lesson_lib.course.student: turning instructor notebooks into student versions."""
+"""Tests for lesson_lib.course.student: turning instructor notebooks into student versions, and
+the fast headless run of a student version (stop after the last check, skip heavy cells)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,15 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from lesson_lib.course.student import (
+    HEAVY_TAG,
     SOLUTION_STUB,
+    cell_names,
     main,
     make_student_notebook,
     make_student_versions,
+    prepare_student_run,
+    run_student_notebook,
+    student_code_uses,
 )
 
 SOLUTION_LINES = [
@@ -432,3 +438,157 @@ def test_main_returns_2_on_authoring_error(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert err.startswith("error: ")
     assert "cell 0" in err and "'ex-end'" in err
+
+
+# --- the fast student run ------------------------------------------------------------------
+
+
+def _run_nb(*cells) -> nbformat.NotebookNode:
+    return new_notebook(cells=list(cells))
+
+
+def heavy(source: str):
+    return new_code_cell(source, metadata={"tags": [HEAVY_TAG]})
+
+
+def exercise(grade_id: str, name: str):
+    return new_code_cell(
+        f"def {name}(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION",
+        metadata=solution_meta(grade_id),
+    )
+
+
+def check(grade_id: str, source: str):
+    return new_code_cell(source, metadata=check_meta(grade_id))
+
+
+def _skipped(nb) -> dict[int, str]:
+    return {i: c.metadata["lesson_lib"]["skipped"] for i, c in enumerate(nb.cells) if "lesson_lib" in c.metadata}
+
+
+def test_cell_names_binds_top_level_and_reads_everywhere() -> None:
+    source = "\n".join([
+        "import numpy as np, os.path",
+        "from math import pi as PI",
+        "a, (b, *c) = f(x)",
+        "for i in range(n):",
+        "    total += i",
+        "with open(p) as fh:",
+        "    pass",
+        "def g(y):",
+        "    inner = y + glob",
+        "    return inner",
+        "class K: pass",
+        "squares = [k * k for k in ks]",
+    ])
+    bound, read = cell_names(source)
+    assert bound == {"np", "os", "PI", "a", "b", "c", "i", "total", "fh", "g", "K", "squares"}
+    assert {"f", "x", "range", "n", "total", "open", "p", "glob", "ks"} <= read
+    assert not {"inner", "k"} & bound  # function and comprehension scopes are their own
+    assert cell_names("%matplotlib inline") is None
+
+
+def test_run_stops_after_the_last_check() -> None:
+    nb = _run_nb(
+        new_code_cell("import math"), exercise("ex", "double"), check("ck", "check(double)"),
+        new_markdown_cell("after"), new_code_cell("slow_plot()"),
+    )
+    run = prepare_student_run(nb)
+    assert len(run.cells) == 3 and run.cells[-1].source == "check(double)"
+    assert len(prepare_student_run(nb, stop_after_last_check=False).cells) == 5
+    assert len(nb.cells) == 5  # the input is not modified
+    no_checks = _run_nb(new_code_cell("x = 1"), new_code_cell("print(x)"))
+    assert len(prepare_student_run(no_checks).cells) == 2
+
+
+def test_heavy_cells_and_the_cells_that_need_them_are_skipped() -> None:
+    nb = _run_nb(
+        new_code_cell("import torch\ndata = load()"),            # 0 runs
+        heavy("model = train(data)\nlog = model.log"),           # 1 tagged
+        new_code_cell("plot(log)"),                              # 2 reads log
+        new_code_cell("score = evaluate(model)"),                # 3 reads model
+        new_code_cell("print(score)"),                           # 4 reads score (from 3)
+        new_code_cell("for model in ('a', 'b'):\n    print(model)"),  # 5 binds its own model
+        new_code_cell("model = torch.nn.Linear(1, 1)"),          # 6 binds model afresh
+        new_code_cell("print(model)"),                           # 7 runs again
+        new_code_cell("results = {}"),                           # 8 runs
+        heavy("results['lr'] = evaluate(model)"),                # 9 tagged; changes results
+        new_code_cell("print(results['lr'])"),                   # 10 reads results
+        exercise("ex", "double"),
+        check("ck", "check(double)"),
+    )
+    run = prepare_student_run(nb)
+    assert _skipped(run) == {
+        1: "tagged 'heavy'",
+        2: "reads 'log' (cell 1)",
+        3: "reads 'model' (cell 1)",
+        4: "reads 'score' (cell 3)",
+        9: "tagged 'heavy'",
+        10: "reads 'results' (cell 9)",
+    }
+    assert _skipped(prepare_student_run(nb, skip_tags=())) == {}
+    assert "tags" not in nb.cells[2].metadata  # the input is not modified
+
+
+@pytest.mark.parametrize(
+    ("cells", "message"),
+    [
+        ([heavy("x = 1"), exercise("ex-x", "double"), check("ck-x", "check(double)")], None),
+        ([new_code_cell("import math"), new_code_cell("def double(x):\n    ### BEGIN SOLUTION\n    return 2\n"
+                                                       "    ### END SOLUTION", metadata={**solution_meta("ex-h"), "tags": ["heavy"]}),
+          check("ck-h", "check(double)")], r"cell 1 \(grade_id 'ex-h'\): an exercise cell .*tagged 'heavy'"),
+        ([heavy("ref = train()"), exercise("ex-r", "double"), check("ck-r", "check(double, ref)")],
+         r"cell 2 \(grade_id 'ck-r'\): a check cell .*reads 'ref' \(cell 0\)"),
+    ],
+    ids=["fine", "tagged-exercise", "check-needs-heavy-result"],
+)
+def test_exercises_and_checks_are_never_skipped(cells, message) -> None:
+    nb = _run_nb(*cells)
+    if message is None:
+        assert _skipped(prepare_student_run(nb)) == {0: "tagged 'heavy'"}
+        return
+    with pytest.raises(ValueError, match=message):
+        prepare_student_run(nb, path="lesson.ipynb")
+
+
+def test_student_code_uses_finds_cells_that_call_an_exercise() -> None:
+    nb = _run_nb(
+        exercise("ex-d", "double"),
+        check("ck-d", "check(double)"),
+        new_code_cell("y = double(3)"),                       # 2: would raise for a student
+        new_code_cell("from lesson_lib.stereo import double"),  # 3: the library's from here on
+        new_code_cell("z = double(4)"),
+    )
+    problems = student_code_uses(make_student_notebook(nb), "lesson.ipynb")
+    assert problems == ["lesson.ipynb: cell 2 (grade_id none) reads 'double' (the exercise of cell 0)"]
+    assert student_code_uses(_run_nb(*nb.cells[:2], nb.cells[4 - 1])) == []
+
+
+@pytest.mark.slow  # starts a kernel: a second or two
+def test_run_student_notebook_skips_stops_and_rechecks_under_the_autograder(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    check_source = "\n".join([
+        "import os",
+        "try:",
+        "    double(1)",
+        "except NotImplementedError:",
+        "    if os.environ.get('NBGRADER_EXECUTION') == 'autograde':",
+        "        raise AssertionError('not done') from None",
+        "    print('not implemented yet')",
+    ])
+    nb = make_student_notebook(_run_nb(
+        new_code_cell("open('ran.txt', 'w').write('x')"),
+        heavy("raise SystemExit('a heavy cell ran')"),
+        exercise("ex", "double"),
+        check("ck", check_source),
+        new_code_cell("raise RuntimeError('a cell after the last check ran')"),
+    ))
+    path = write_nb(tmp_path / "lesson.ipynb", nb)
+    done = run_student_notebook(path, autograde_recheck=True)
+    assert (tmp_path / "ran.txt").is_file()  # the kernel runs in the notebook's folder
+    assert [c.execution_count is not None for c in done.cells[:4]] == [True, False, True, True]
+    assert "not implemented yet" in "".join(o.get("text", "") for o in done.cells[3].outputs)
+    recheck = done.cells[-1]
+    assert recheck.metadata["lesson_lib"]["recheck_of"] == 3
+    assert [(o.ename, o.evalue) for o in recheck.outputs if o.output_type == "error"] == [("AssertionError", "not done")]
+    assert len(done.cells) == 6  # four cells, the environment cell, one re-run

@@ -10,8 +10,14 @@ from pathlib import Path
 
 import nbformat
 
+#: Seconds one cell may take in a headless run before it counts as hung. The course's longest
+#: cell (chapter 06's live training) takes about a minute on an idle 2-core CPU; the margin is
+#: for busy CI machines. pytest's nbval runs use the same limit (``--nbval-cell-timeout`` in
+#: pyproject.toml).
+CELL_TIMEOUT = 600
 
-def execute_notebook(path: Path, timeout: int = 600) -> float:
+
+def execute_notebook(path: Path, timeout: int = CELL_TIMEOUT) -> float:
     """Run ``path`` in place with a fresh kernel of the current Python; return seconds taken."""
     from nbclient import NotebookClient
 
@@ -32,7 +38,7 @@ def execute_notebook(path: Path, timeout: int = 600) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lesson_lib run-notebooks")
     parser.add_argument("notebooks", nargs="+", type=Path)
-    parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
+    parser.add_argument("--timeout", type=int, default=CELL_TIMEOUT, help=f"seconds per cell (default: {CELL_TIMEOUT})")
     args = parser.parse_args(argv)
     for nb in args.notebooks:
         if not nb.is_file():

@@ -39,6 +39,14 @@ marker without a BEGIN, a solution cell without markers, duplicate
 ``grade_id`` values, markers in a markdown cell). Every error message names
 the notebook (when known), the cell index and the cell's ``grade_id``.
 
+Checking a student version (:func:`run_student_notebook`, used by the course's tests): the
+student version is run headless from a fresh kernel, as far as its last check cell, skipping the
+code cells tagged ``heavy`` (:data:`HEAVY_TAG`: long computations, such as a live training run,
+that no check needs) and the cells that use what they compute. Every check then reports "not
+implemented yet"; optionally each check is run once more under nbgrader's autograder, where it
+must raise ``ExerciseNotDone``. :func:`student_code_uses` checks, from the sources alone, that no
+cell other than a check uses an exercise's code (so the cells the run skips cannot break either).
+
 Command line (dispatched from ``python -m lesson_lib``)::
 
     python -m lesson_lib student SRC [--out DIR]
@@ -47,6 +55,7 @@ Command line (dispatched from ``python -m lesson_lib``)::
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import re
 import sys
@@ -56,14 +65,22 @@ from typing import Any
 
 import nbformat
 
+from .notebooks import CELL_TIMEOUT
+
 __all__ = [
     "BEGIN_SOLUTION",
     "END_SOLUTION",
     "BEGIN_HIDDEN_TESTS",
     "END_HIDDEN_TESTS",
     "SOLUTION_STUB",
+    "HEAVY_TAG",
+    "cell_names",
+    "check_cells",
     "make_student_notebook",
     "make_student_versions",
+    "prepare_student_run",
+    "run_student_notebook",
+    "student_code_uses",
     "main",
 ]
 
@@ -75,6 +92,14 @@ END_HIDDEN_TESTS = "END HIDDEN TESTS"
 
 #: The lines that replace each solution region (nbgrader's default Python stub).
 SOLUTION_STUB: tuple[str, ...] = ("# YOUR CODE HERE", "raise NotImplementedError()")
+
+#: Cell tag of a code cell that :func:`run_student_notebook` skips: a long computation (a live
+#: training run, an evaluation of the whole test split) whose results no check cell needs. The
+#: later cells that read what it computes are skipped with it (:func:`prepare_student_run`).
+HEAVY_TAG = "heavy"
+
+# The tag nbclient is told to skip; given only to the cells a student run leaves out.
+_SKIP_TAG = "lesson-lib-student-run-skip"
 
 # Cell metadata that only describes how the outputs were shown or when the cell
 # last ran; removed together with the outputs (nbconvert's ClearOutput removes
@@ -312,6 +337,231 @@ def make_student_versions(src: Path, out: Path) -> list[Path]:
     notebooks are converted before any is written.
     """
     return [path for path, _ in _write_student_versions(Path(src), Path(out))]
+
+
+def check_cells(nb: nbformat.NotebookNode) -> list[int]:
+    """Indices of the graded check cells (code cells with nbgrader ``"grade": true``)."""
+    return [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code" and _nbgrader(cell).get("grade")]
+
+
+def _scope_names(nodes: Sequence[ast.AST], params: Sequence[str] = ()) -> tuple[set[str], set[str]]:
+    """(names bound, names read) in one scope; a nested scope adds only its free names to read."""
+    bound, read = set(params), set()
+
+    def inner(body: Sequence[ast.AST], params: Sequence[str] = ()) -> None:
+        inner_bound, inner_read = _scope_names(body, params)
+        read.update(inner_read - inner_bound)
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.Name):
+            (read if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound.update(alias.asname or alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            a = node.args
+            for expr in (*getattr(node, "decorator_list", ()), *a.defaults, *(d for d in a.kw_defaults if d)):
+                visit(expr)
+            params = [x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg) if x]
+            inner(node.body if isinstance(node.body, list) else [node.body], params)
+            if not isinstance(node, ast.Lambda):
+                bound.add(node.name)
+        elif isinstance(node, ast.ClassDef):
+            for expr in (*node.decorator_list, *node.bases, *(k.value for k in node.keywords)):
+                visit(expr)
+            inner(node.body)
+            bound.add(node.name)
+        elif isinstance(node, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+            inner(list(ast.iter_child_nodes(node)))
+        else:
+            if isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
+                read.add(node.target.id)  # x += 1 reads x too
+            for child in ast.iter_child_nodes(node):
+                visit(child)
+
+    for node in nodes:
+        visit(node)
+    return bound, read
+
+
+def cell_names(source: str) -> tuple[set[str], set[str]] | None:
+    """The names a code cell binds at the notebook's top level, and the global names it reads.
+
+    Bound: assignments, ``for`` and ``with`` targets, ``def``, ``class`` and ``import`` at the
+    top level (also inside top-level ``if``/``for``/``try`` blocks). Read: every name loaded at
+    the top level, and every name a function, lambda, class or comprehension of the cell reads
+    without binding it itself (its parameters and local variables do not count). Returns
+    ``None`` when the source is not plain Python (an IPython magic).
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    return _scope_names(tree.body)
+
+
+def _changed_names(source: str) -> set[str]:
+    """Names whose object a cell changes in place: ``x[k] = ...``, ``x.attr = ...``, ``x[k] += ...``."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    changed = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Subscript, ast.Attribute)) and isinstance(node.ctx, ast.Store):
+            base = node.value
+            while isinstance(base, (ast.Subscript, ast.Attribute)):
+                base = base.value
+            if isinstance(base, ast.Name):
+                changed.add(base.id)
+    return changed
+
+
+def prepare_student_run(
+    nb: nbformat.NotebookNode,
+    *,
+    stop_after_last_check: bool = True,
+    skip_tags: Sequence[str] = (HEAVY_TAG,),
+    path: str | None = None,
+) -> nbformat.NotebookNode:
+    """Return a copy of a (student) notebook trimmed for a fast headless run.
+
+    * With ``stop_after_last_check``, the cells after the last check cell are dropped (in a
+      notebook without check cells nothing is dropped).
+    * Code cells tagged with any of ``skip_tags`` are skipped, and so is every later code cell
+      that reads a name a skipped cell binds (found by :func:`cell_names`; a name bound again by
+      a cell that runs is available again). So an author tags only the long cell, for example a
+      training run, and the plot of its losses is skipped with it. (A name the cell binds itself,
+      such as a loop variable, does not count as read; a name whose object a skipped cell changes
+      by assignment, as in ``results["lr"] = ...``, counts as bound by it. A change by a method
+      call, as in ``model.load_state_dict(...)``, is not seen: tag the cells that need it too.)
+
+    A skipped cell stays in place; it gets ``metadata.lesson_lib.skipped`` (why) and is not
+    executed by :func:`run_student_notebook` (its ``execution_count`` stays ``None``). The input
+    is not modified.
+
+    Raises ``ValueError`` (naming the notebook, cell index and grade_id) if an exercise or a check
+    cell would be skipped, tagged or because it reads what a skipped cell computes: skipping it
+    would hide exactly what the run is there to show.
+    """
+    run = copy.deepcopy(nb)
+    checks = check_cells(run)
+    if stop_after_last_check and checks:
+        del run.cells[checks[-1] + 1:]
+    skip = set(skip_tags)
+    unavailable: dict[str, int] = {}  # name -> the skipped cell that binds it
+    for index, cell in enumerate(run.cells):
+        if cell.cell_type != "code":
+            continue
+        tags = cell.get("metadata", {}).get("tags", [])
+        names = cell_names(_source(cell))
+        bound, read = names if names is not None else (set(), set())
+        tagged = sorted(skip.intersection(tags))
+        needs = sorted((read - bound).intersection(unavailable))  # a loop variable is its own
+        if not tagged and not needs:
+            for name in bound:
+                unavailable.pop(name, None)
+            continue
+        if tagged:
+            reason = f"tagged {tagged[0]!r}"
+        else:
+            reason = "reads " + ", ".join(f"{name!r} (cell {unavailable[name]})" for name in needs)
+        meta = _nbgrader(cell)
+        if meta.get("solution") or meta.get("grade"):
+            kind = "an exercise" if meta.get("solution") else "a check"
+            raise ValueError(
+                f"{_where(path, index, cell)}: {kind} cell would be skipped in the student run "
+                f"({reason}); exercise and check cells must always run"
+            )
+        # what it binds, and what it would have changed in place (results["x"] = ...), is missing
+        unavailable.update(dict.fromkeys(bound | _changed_names(_source(cell)), index))
+        cell.metadata["tags"] = [*tags, _SKIP_TAG]
+        cell.metadata.setdefault("lesson_lib", {})["skipped"] = reason
+    return run
+
+
+def student_code_uses(nb: nbformat.NotebookNode, path: str | None = None) -> list[str]:
+    """Cells that would call a student's unfinished code: one message per offending cell.
+
+    A name bound by an exercise cell (nbgrader ``"solution": true``) may be read only by check
+    cells; any other code cell that reads it would raise ``NotImplementedError`` in the student
+    version (the course's rule: later cells use the library's reference implementation). This
+    reads the sources only, so it covers the cells a fast student run skips or never reaches.
+    """
+    problems = []
+    student: dict[str, int] = {}  # name -> the exercise cell that binds it
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        names = cell_names(_source(cell))
+        if names is None:
+            continue
+        bound, read = names
+        meta = _nbgrader(cell)
+        if meta.get("solution"):
+            student.update(dict.fromkeys(bound, index))
+            continue
+        used = sorted(read.intersection(student))
+        if used and not meta.get("grade"):
+            problems.append(
+                f"{_where(path, index, cell)} reads "
+                + ", ".join(f"{name!r} (the exercise of cell {student[name]})" for name in used)
+            )
+        for name in bound:  # bound again here: no longer the student's
+            student.pop(name, None)
+    return problems
+
+
+def run_student_notebook(
+    notebook: Path | str | nbformat.NotebookNode,
+    *,
+    cwd: Path | str | None = None,
+    stop_after_last_check: bool = True,
+    skip_tags: Sequence[str] = (HEAVY_TAG,),
+    autograde_recheck: bool = False,
+    timeout: int = CELL_TIMEOUT,
+    allow_errors: bool = False,
+) -> nbformat.NotebookNode:
+    """Run a student version headless from a fresh kernel; return the executed notebook.
+
+    ``notebook`` is a path or a notebook (then ``cwd``, default the current folder, is where
+    its kernel runs; for a path, the notebook's folder). The run is trimmed by
+    :func:`prepare_student_run` (``stop_after_last_check``, ``skip_tags``). The kernel is the
+    ``python3`` kernel of the current environment and inherits this process's environment
+    variables (so ``NBGRADER_EXECUTION`` set here applies to every check).
+
+    With ``autograde_recheck``, cells are appended after the last check: one sets
+    ``NBGRADER_EXECUTION=autograde`` in the kernel, then each check cell runs once more
+    (tagged ``raises-exception``, so its error is recorded and the run goes on; its metadata
+    ``lesson_lib.recheck_of`` is the index of the check cell it repeats). In a student version
+    each of them should fail with ``ExerciseNotDone``, as they would under nbgrader.
+
+    Raises ``nbclient.exceptions.CellExecutionError`` when a cell fails (unless
+    ``allow_errors``) and ``nbclient.exceptions.CellTimeoutError`` when a cell runs longer than
+    ``timeout`` seconds.
+    """
+    from nbclient import NotebookClient
+    from nbformat.v4 import new_code_cell
+
+    if isinstance(notebook, nbformat.NotebookNode):
+        nb, name, folder = notebook, None, Path(cwd or ".")
+    else:
+        path = Path(notebook)
+        nb, name, folder = nbformat.read(path, as_version=4), str(path), Path(cwd or path.parent)
+    run = prepare_student_run(nb, stop_after_last_check=stop_after_last_check, skip_tags=skip_tags, path=name)
+    if autograde_recheck:
+        checks = check_cells(run)
+        run.cells.append(new_code_cell('import os\nos.environ["NBGRADER_EXECUTION"] = "autograde"'))
+        for index in checks:
+            run.cells.append(new_code_cell(
+                _source(run.cells[index]),
+                metadata={"tags": ["raises-exception"], "lesson_lib": {"recheck_of": index}},
+            ))
+    NotebookClient(
+        run, timeout=timeout, kernel_name="python3", allow_errors=allow_errors,
+        skip_cells_with_tag=_SKIP_TAG, record_timing=False,
+        resources={"metadata": {"path": str(folder)}},
+    ).execute()
+    return run
 
 
 def main(argv: Sequence[str] | None = None) -> int:

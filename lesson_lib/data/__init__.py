@@ -4,7 +4,7 @@
   (Middlebury 2014 "Motorcycle", shipped inside scikit-image).
 - :func:`read_pfm` / :func:`write_pfm`: the PFM format Middlebury's full-size data uses.
 - The synthetic driving world (appendix A1): :func:`render_sequence`, :func:`load_sequence`
-  (cached under ``data/cache``), :func:`load_split`, and the datasets :class:`StereoDataset`
+  (cached in the folder :func:`~lesson_lib.data.synthetic.default_cache_dir` names), :func:`load_split`, and the datasets :class:`StereoDataset`
   and :class:`VideoDataset`.
 - For users who have it, KITTI raw (:class:`KittiStereo`, :class:`KittiVideo`) and a folder of
   one's own frames (:class:`ImageFolder`), with the same item keys for the shared fields.
