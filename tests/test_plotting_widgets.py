@@ -288,3 +288,74 @@ def test_versions():
     assert {"python", "torch", "kornia"} <= set(v)
     assert re.match(r"\d+\.\d+", v["python"])
     assert v["torch"] == torch.__version__.split("+")[0] or v["torch"] == torch.__version__
+
+
+# --------------------------------------------------------------------------- maps with colour bars
+
+
+def _luminance(rgba):
+    r, g, b = rgba[:3]
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def test_show_map_draws_the_values_with_a_labelled_colour_bar():
+    from lesson_lib.course.plotting import show_map
+
+    depth = np.array([[2.0, 4.0, 8.0], [16.0, np.nan, 32.0]])
+    fig, ax = plt.subplots()
+    bar = show_map(ax, depth, "depth", vmin=2.0, vmax=32.0)
+    im = ax.get_images()[0]
+    data = np.ma.getdata(im.get_array())
+    assert np.allclose(data[np.isfinite(depth)], depth[np.isfinite(depth)])  # values, not RGB
+    assert bool(np.ma.getmaskarray(im.get_array())[1, 1])  # the NaN is masked (grey)
+    assert bar.ax.get_ylabel().startswith("depth (m)")
+    assert (bar.vmin, bar.vmax) == (2.0, 32.0)
+    assert im.get_cmap()(np.nan).__len__() == 4
+    with pytest.raises(ValueError, match="unknown quantity 'heat'"):
+        show_map(ax, depth, "heat")
+    with pytest.raises(ValueError, match="nothing valid"):
+        show_map(ax, np.full((2, 2), np.nan), "depth")
+
+
+def test_near_is_bright_for_depth_and_disparity_alike():
+    """One convention: a near pixel is brighter than a far one in a depth map and in a
+    disparity map (the opposite of drawing both with the same colour map)."""
+    from lesson_lib.course.plotting import show_map
+
+    depth = np.array([[2.0, 50.0]])  # near, far
+    disparity = 100.0 / depth
+    lum = {}
+    for name, values in (("depth", depth), ("disparity", disparity)):
+        fig, ax = plt.subplots()
+        show_map(ax, values, name, vmin=float(values.min()), vmax=float(values.max()))
+        im = ax.get_images()[0]
+        rgba = im.to_rgba(im.get_array())
+        lum[name] = (_luminance(rgba[0, 0]), _luminance(rgba[0, 1]))
+    assert lum["depth"][0] > lum["depth"][1] + 0.3
+    assert lum["disparity"][0] > lum["disparity"][1] + 0.3
+
+
+def test_show_maps_mixes_images_and_maps_with_units():
+    from lesson_lib.course.plotting import show_maps
+
+    img = np.random.default_rng(0).random((8, 12, 3))
+    d = np.linspace(1, 5, 96).reshape(8, 12)
+    fig = show_maps([img, d, d], [None, "disparity", "error"], ["image", "disparity", "error"], units=[None, "px", "m"])
+    labels = [a.get_ylabel() for a in fig.axes if a.get_ylabel()]
+    assert labels[0].startswith("disparity (px)") and labels[1].startswith("error (m)")
+    assert len(fig.axes) == 5  # three panels, two colour bars
+    with pytest.raises(ValueError, match="2 quantities"):
+        show_maps([img, d, d], [None, "depth"])
+
+
+def test_flow_legend_matches_flow_to_rgb():
+    from lesson_lib.course.plotting import flow_legend, flow_to_rgb
+
+    fig, ax = plt.subplots()
+    flow_legend(ax, max_flow=2.0, size=41)
+    wheel = ax.get_images()[0].get_array()
+    # the pixel right of the centre shows u = +2 px, v = 0; the one below, v = +2 (image axes)
+    right = flow_to_rgb(np.array([[[2.0]], [[0.0]]]), max_flow=2.0)[0, 0]
+    down = flow_to_rgb(np.array([[[0.0]], [[2.0]]]), max_flow=2.0)[0, 0]
+    assert np.allclose(wheel[20, 40], right) and np.allclose(wheel[40, 20], down)
+    assert not np.allclose(right, down)

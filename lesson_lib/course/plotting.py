@@ -3,13 +3,50 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-__all__ = ["to_numpy_image", "colorize", "show_images", "plot_point_cloud", "draw_camera", "flow_to_rgb", "plot_world_map"]
+__all__ = [
+    "QUANTITIES",
+    "Quantity",
+    "to_numpy_image",
+    "colorize",
+    "show_images",
+    "show_map",
+    "show_maps",
+    "flow_legend",
+    "plot_point_cloud",
+    "draw_camera",
+    "flow_to_rgb",
+    "plot_world_map",
+]
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """How the course draws one kind of map: its colour map and its default unit."""
+
+    cmap: str
+    unit: str
+    meaning: str
+
+
+QUANTITIES: dict[str, Quantity] = {
+    "depth": Quantity("magma_r", "m", "near = bright"),
+    "disparity": Quantity("magma", "px", "near = bright"),
+    "inverse_depth": Quantity("magma", "1/m", "near = bright"),
+    "error": Quantity("viridis", "m", "larger = brighter"),
+    "loss": Quantity("viridis", "", "larger = brighter"),
+    "mask": Quantity("gray", "", "1 = white"),
+}
+"""One colour convention for the whole course. Depth and disparity both show **near as bright**
+(depth with the reversed magma, disparity with magma), so a colour means the same distance in
+either; errors and losses use viridis, which no distance map uses. Optical flow is drawn with
+:func:`flow_to_rgb` and explained by :func:`flow_legend`."""
 
 
 def to_numpy_image(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -85,6 +122,104 @@ def show_images(
             fig.colorbar(im, ax=ax, fraction=0.035, pad=0.02)
     fig.tight_layout()
     return fig
+
+
+def _quantity(name: str) -> Quantity:
+    if name not in QUANTITIES:
+        raise ValueError(f"unknown quantity {name!r}; the course draws {', '.join(QUANTITIES)}")
+    return QUANTITIES[name]
+
+
+def show_map(
+    ax,
+    values: torch.Tensor | np.ndarray,
+    quantity: str,
+    *,
+    unit: str | None = None,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    mask: torch.Tensor | np.ndarray | None = None,
+    title: str | None = None,
+):
+    """Draw one map on ``ax`` with the course's colour map for ``quantity`` (see
+    :data:`QUANTITIES`) and a colour bar labelled with the quantity and its unit.
+
+    The values themselves are drawn (not a pre-coloured RGB image), so the colour bar reads in
+    the map's own unit. Pixels outside ``mask`` or not finite are grey. The range defaults to
+    the 2nd-98th percentile of the valid pixels. Returns the colour bar.
+    """
+    q = _quantity(quantity)
+    a = to_numpy_image(values).astype(np.float64)
+    if a.ndim != 2:
+        raise ValueError(f"{quantity}: expected a single-channel map, got shape {np.shape(values)}")
+    m = np.isfinite(a) if mask is None else to_numpy_image(mask).astype(bool) & np.isfinite(a)
+    if not m.any():
+        raise ValueError(f"{quantity}: nothing valid to draw")
+    lo = float(np.percentile(a[m], 2)) if vmin is None else vmin
+    hi = float(np.percentile(a[m], 98)) if vmax is None else vmax
+    cmap = plt.get_cmap(q.cmap).with_extremes(bad="0.5")
+    im = ax.imshow(np.ma.masked_array(a, ~m), cmap=cmap, vmin=lo, vmax=max(hi, lo + 1e-12))
+    ax.axis("off")
+    if title is not None:
+        ax.set_title(title)
+    unit = q.unit if unit is None else unit
+    label = quantity.replace("_", " ") + (f" ({unit})" if unit else "")
+    bar = ax.figure.colorbar(im, ax=ax, fraction=0.035, pad=0.02)
+    bar.set_label(f"{label}, {q.meaning}", fontsize=8)
+    return bar
+
+
+def show_maps(
+    maps: Sequence[torch.Tensor | np.ndarray],
+    quantities: Sequence[str | None],
+    titles: Sequence[str] | None = None,
+    *,
+    units: Sequence[str | None] | None = None,
+    vmin: float | Sequence[float | None] | None = None,
+    vmax: float | Sequence[float | None] | None = None,
+    ncols: int | None = None,
+    width: float = 4.0,
+) -> Figure:
+    """Maps side by side, each with its colour bar and unit (:func:`show_map`); a ``None``
+    quantity shows an image (RGB or grey) as it is. ``units``, ``vmin``, ``vmax`` may be given
+    per map. Returns the figure."""
+    n = len(maps)
+    if len(quantities) != n or (titles is not None and len(titles) != n):
+        raise ValueError(f"got {n} maps, {len(quantities)} quantities and {len(titles or [])} titles")
+    per = lambda v: list(v) if isinstance(v, (list, tuple)) else [v] * n  # noqa: E731
+    units_, lo, hi = per(units), per(vmin), per(vmax)
+    ncols = ncols or n
+    nrows = (n + ncols - 1) // ncols
+    first = to_numpy_image(maps[0])
+    aspect = first.shape[0] / first.shape[1]
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols * 1.15, width * aspect * nrows + 0.5), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        title = titles[i] if titles is not None else None
+        if quantities[i] is None:
+            a = to_numpy_image(maps[i])
+            ax.imshow(a, cmap=None if a.ndim == 3 else "gray")
+            if title is not None:
+                ax.set_title(title)
+        else:
+            show_map(ax, maps[i], quantities[i], unit=units_[i], vmin=lo[i], vmax=hi[i], title=title)
+    fig.tight_layout()
+    return fig
+
+
+def flow_legend(ax, max_flow: float = 1.0, size: int = 101, unit: str = "px"):
+    """The colour wheel of :func:`flow_to_rgb` on ``ax``: the colour of a flow vector
+    ``(u, v)`` at its place, up to ``max_flow`` at the rim (image axes: ``v`` points down)."""
+    r = np.linspace(-max_flow, max_flow, size)
+    u, v = np.meshgrid(r, r)
+    rgb = flow_to_rgb(np.stack([u, v]), valid=np.hypot(u, v) <= max_flow, max_flow=max_flow)
+    ax.imshow(rgb, extent=(-max_flow, max_flow, max_flow, -max_flow))
+    ax.set_xlabel(f"u ({unit})")
+    ax.set_ylabel(f"v ({unit})")
+    ax.set_title("flow colour wheel", fontsize=9)
+    return ax
 
 
 def plot_point_cloud(
