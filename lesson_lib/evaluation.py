@@ -30,6 +30,8 @@ __all__ = [
     "test_split",
     "evaluate",
     "evaluate_model",
+    "per_image_metrics",
+    "paired_bootstrap",
 ]
 
 TEST_SEQUENCES, TEST_FRAMES = 20, 5
@@ -53,7 +55,7 @@ def test_split(split: str = "test", sequences: int = TEST_SEQUENCES, frames: int
 
 
 @torch.no_grad()
-def evaluate(
+def per_image_metrics(
     predict: DepthPredictor,
     dataset: Any,
     *,
@@ -62,14 +64,9 @@ def evaluate(
     max_depth: float = MAX_DEPTH,
     metric: bool = True,
     device: torch.device | str = "cpu",
-) -> dict[str, dict[str, float]]:
-    """The seven depth metrics of a depth predictor on ``dataset`` (items with ``left``,
-    ``depth``, ``K``, ``baseline``), per image then averaged, up to ``max_depth`` metres.
-
-    Returns ``{label: metrics}`` with labels ``"metres"`` (only with ``metric``) and
-    ``"median-scaled"``, each followed by the same with ``" + pp"`` for
-    ``post_processing=True``, in that order.
-    """
+) -> dict[str, list[dict[str, float]]]:
+    """The metrics of every image of ``dataset`` (in its order), ``{label: [row per image]}``,
+    with the labels of :func:`evaluate`: what paired comparisons between two models need."""
     from torch.utils.data import DataLoader
 
     if len(dataset) == 0:
@@ -89,7 +86,75 @@ def evaluate(
                 depth_metrics(depth, gt, max_depth=max_depth, median_scaling=True, per_image=True)
             )
     order = [f"{kind}{s}" for kind in ("metres", "median-scaled") for s in ("", " + pp")]
-    return {k: average_metrics(rows[k]) for k in order if k in rows}
+    return {k: rows[k] for k in order if k in rows}
+
+
+def evaluate(
+    predict: DepthPredictor,
+    dataset: Any,
+    *,
+    batch_size: int = 8,
+    post_processing: Sequence[bool] = (False, True),
+    max_depth: float = MAX_DEPTH,
+    metric: bool = True,
+    device: torch.device | str = "cpu",
+) -> dict[str, dict[str, float]]:
+    """The seven depth metrics of a depth predictor on ``dataset`` (items with ``left``,
+    ``depth``, ``K``, ``baseline``), per image then averaged, up to ``max_depth`` metres.
+
+    Returns ``{label: metrics}`` with labels ``"metres"`` (only with ``metric``) and
+    ``"median-scaled"``, each followed by the same with ``" + pp"`` for
+    ``post_processing=True``, in that order.
+    """
+    rows = per_image_metrics(predict, dataset, batch_size=batch_size, post_processing=post_processing,
+                             max_depth=max_depth, metric=metric, device=device)
+    return {k: average_metrics(v) for k, v in rows.items()}
+
+
+def paired_bootstrap(
+    a: Sequence[float],
+    b: Sequence[float],
+    groups: Sequence[int] | None = None,
+    *,
+    n_resamples: int = 10_000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Paired bootstrap interval of ``mean(a) - mean(b)`` for two models scored on the same
+    images (``a[i]`` and ``b[i]`` from image ``i``).
+
+    Images of one world are not independent, so with ``groups`` (e.g. the world of each image)
+    the differences are first averaged per group and the *groups* are resampled with
+    replacement; without, the images are. Percentile interval over ``n_resamples`` resamples
+    drawn from a generator seeded with ``seed``.
+
+    Returns ``{"mean": observed difference, "low", "high": the interval, "groups": count}``. An
+    interval that excludes 0 says the difference is larger than what the choice of test
+    worlds could produce.
+    """
+    import numpy as np
+
+    a_, b_ = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a_.ndim != 1 or a_.shape != b_.shape or a_.size == 0:
+        raise ValueError(f"a and b must be two non-empty 1-D sequences of equal length, got {a_.shape} and {b_.shape}")
+    if not (np.isfinite(a_).all() and np.isfinite(b_).all()):
+        raise ValueError("a and b must be finite")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if n_resamples < 100:
+        raise ValueError(f"n_resamples must be >= 100, got {n_resamples}")
+    diff = a_ - b_
+    if groups is not None:
+        g = np.asarray(groups)
+        if g.shape != diff.shape:
+            raise ValueError(f"groups must give one group per image ({diff.size}), got {g.shape}")
+        labels = np.unique(g)
+        diff = np.array([diff[g == k].mean() for k in labels])
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, diff.size, size=(n_resamples, diff.size))].mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return {"mean": float(diff.mean()), "low": float(low), "high": float(high), "groups": int(diff.size)}
 
 
 def evaluate_model(

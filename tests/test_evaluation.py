@@ -173,3 +173,44 @@ def test_evaluate_model_goes_through_the_methods_predict_depth():
 
     res = evaluate_model(model, UpToScale(method.config), [item(25.0)])
     assert list(res) == ["median-scaled", "median-scaled + pp"]
+
+
+# --------------------------------------------------------------------------- paired bootstrap
+
+
+def test_paired_bootstrap_known_answers():
+    import numpy as np
+
+    from lesson_lib.evaluation import paired_bootstrap
+
+    # a constant difference: the interval is that difference exactly
+    a = np.linspace(0.1, 0.3, 40)
+    r = paired_bootstrap(a, a - 0.02, n_resamples=500)
+    assert r["mean"] == pytest.approx(0.02) and r["low"] == pytest.approx(0.02) and r["high"] == pytest.approx(0.02)
+    # a difference of +-1 in equal numbers: mean 0 and an interval around it, roughly
+    # +-1.96 * 1/sqrt(n) for n = 400 independent images
+    d = np.tile([1.0, -1.0], 200)
+    r = paired_bootstrap(d, np.zeros_like(d), n_resamples=4000, seed=1)
+    assert r["mean"] == pytest.approx(0.0) and r["low"] < 0 < r["high"]
+    assert r["high"] - r["low"] == pytest.approx(2 * 1.96 / 20, rel=0.1)
+    # grouped: 4 worlds of 5 images, differences constant within a world: only 4 values resampled
+    groups = np.repeat(np.arange(4), 5)
+    diff = np.repeat([0.1, 0.2, 0.3, 0.4], 5)
+    r = paired_bootstrap(diff, np.zeros(20), groups, n_resamples=2000)
+    assert r["groups"] == 4 and r["mean"] == pytest.approx(0.25)
+    assert 0.1 <= r["low"] < 0.25 < r["high"] <= 0.4
+    # the same seed gives the same interval
+    assert paired_bootstrap(diff, np.zeros(20), groups, n_resamples=2000) == r
+
+
+def test_paired_bootstrap_bad_input():
+    from lesson_lib.evaluation import paired_bootstrap
+
+    with pytest.raises(ValueError, match="equal length"):
+        paired_bootstrap([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="finite"):
+        paired_bootstrap([1.0, float("nan")], [1.0, 2.0])
+    with pytest.raises(ValueError, match="groups"):
+        paired_bootstrap([1.0, 2.0], [1.0, 2.0], [0])
+    with pytest.raises(ValueError, match="confidence"):
+        paired_bootstrap([1.0, 2.0], [1.0, 2.0], confidence=95)
