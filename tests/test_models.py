@@ -431,3 +431,71 @@ def test_initial_disparity_sets_the_untrained_output():
         assert abs(float(default_bias[s].mean()) - 0.15) < 0.05, s
     with pytest.raises(ValueError, match="initial_disparity"):
         MonodepthNet(width=8, initial_disparity=0.3)
+
+
+# --------------------------------------------------------------------------- SfMLearner's PoseExpNet
+
+
+def _expected_posexp_parameters(n_sources):
+    """Counted by hand from the architecture: conv k x k, cin -> cout has k*k*cin*cout + cout."""
+    enc = [(3 * (1 + n_sources), 16, 7), (16, 32, 5), (32, 64, 3), (64, 128, 3), (128, 256, 3), (256, 256, 3), (256, 256, 3)]
+    total = sum(k * k * ci * co + co for ci, co, k in enc)
+    total += 256 * 6 * n_sources + 6 * n_sources  # 1x1 pose prediction
+    dec = [(256, 256), (256, 128), (128, 64), (64, 32), (32, 16)]
+    total += sum(9 * ci * co + co for ci, co in dec)  # 3x3 transposed convolutions
+    total += sum(9 * c * 2 * n_sources + 2 * n_sources for c in (128, 64, 32, 16))  # mask heads
+    return total
+
+
+def test_posexpnet_shapes_and_parameter_count():
+    from lesson_lib.models import PoseExpNet
+
+    net = PoseExpNet(n_sources=2)
+    poses, logits = net(torch.rand(2, 9, 64, 96))
+    assert poses.shape == (2, 2, 6)
+    assert {s: tuple(v.shape) for s, v in logits.items()} == {s: (2, 2, 2, 64 >> s, 96 >> s) for s in range(4)}
+    assert count_parameters(net) == _expected_posexp_parameters(2)
+    plain = PoseExpNet(n_sources=4, explainability=False)
+    poses, logits = plain(torch.rand(1, 15, 64, 64))
+    assert poses.shape == (1, 4, 6) and logits is None
+    with pytest.raises(ValueError, match="frames"):
+        net(torch.rand(2, 6, 64, 96))  # two frames for a net that expects three
+
+
+def test_posexpnet_known_head_gives_known_poses_and_masks():
+    """Zero weights in the prediction layers, known biases: the outputs are the biases (x 0.01
+    for the poses), whatever the frames; the mask is sigmoid(b1 - b0)."""
+    from lesson_lib.models import PoseExpNet, explainability
+
+    net = PoseExpNet(n_sources=2)
+    want = torch.tensor([[0.0, 0.0, 0.5, 0.0, 0.2, 0.0], [0.1, 0.0, -0.5, 0.0, 0.0, 0.0]])
+    with torch.no_grad():
+        net.pose_pred.weight.zero_()
+        net.pose_pred.bias.copy_(100 * want.reshape(-1))
+        for head in net.mask_heads.values():
+            head.weight.zero_()
+            head.bias.copy_(torch.tensor([0.0, 1.5, 2.0, -1.0]))  # source 0: (0, 1.5); source 1: (2, -1)
+    poses, logits = net(torch.rand(3, 9, 64, 64))
+    torch.testing.assert_close(poses, want.expand(3, 2, 6), atol=1e-6, rtol=0)
+    T = net.to_matrices(poses)[0]
+    # source 0: 0.5 m along +z and 0.2 rad about y, R = Ry(0.2) (Euler, rx = rz = 0)
+    c, s = math.cos(0.2), math.sin(0.2)
+    torch.testing.assert_close(T[0, :3, :3], torch.tensor([[c, 0, s], [0, 1, 0], [-s, 0, c]]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(T[0, :3, 3], torch.tensor([0.0, 0.0, 0.5]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(T[1, :3, 3], torch.tensor([0.1, 0.0, -0.5]), atol=1e-6, rtol=0)
+    for s_, lg in logits.items():
+        mask = explainability(lg)
+        assert mask.shape == (3, 2, 1, 64 >> s_, 64 >> s_)
+        assert torch.allclose(mask[:, 0], torch.sigmoid(torch.tensor(1.5)).expand_as(mask[:, 0]))
+        assert torch.allclose(mask[:, 1], torch.sigmoid(torch.tensor(-3.0)).expand_as(mask[:, 1]))
+
+
+def test_explainability_is_a_sigmoid_of_the_logit_difference():
+    from lesson_lib.models import explainability
+
+    g = torch.Generator().manual_seed(0)
+    logits = 3 * torch.randn(2, 3, 2, 5, 7, generator=g)
+    torch.testing.assert_close(explainability(logits)[:, :, 0], torch.sigmoid(logits[:, :, 1] - logits[:, :, 0]))
+    torch.testing.assert_close(explainability(logits + 7.0), explainability(logits))  # only the difference counts
+    with pytest.raises(ValueError, match="logits"):
+        explainability(torch.randn(2, 3, 1, 5, 7))

@@ -27,13 +27,13 @@ Conventions (shared by the whole course):
 - :mod:`~lesson_lib.models.common`   -- input checks, ``DIVISOR``, :func:`count_parameters`
 - :mod:`~lesson_lib.models.encoders` -- :class:`ResNetEncoder` (ResNet-18/34 written in the course)
 - :mod:`~lesson_lib.models.depth`    -- :class:`DepthDecoder`, :class:`MonodepthNet`
-- :mod:`~lesson_lib.models.pose`     -- :class:`PoseNet`
+- :mod:`~lesson_lib.models.pose`     -- :class:`PoseNet`, SfMLearner's :class:`PoseExpNet` and its mask
 """
 
 from .common import DIVISOR, count_parameters
 from .depth import DepthDecoder, MonodepthNet, default_decoder_channels
 from .encoders import BasicBlock, ResNetEncoder
-from .pose import PoseNet
+from .pose import PoseExpNet, PoseNet, explainability
 
 __all__ = [
     "DIVISOR",
@@ -43,5 +43,7 @@ __all__ = [
     "default_decoder_channels",
     "MonodepthNet",
     "PoseNet",
+    "PoseExpNet",
+    "explainability",
     "count_parameters",
 ]

@@ -12,7 +12,7 @@ from ..pose import ROTATIONS, pose_vector_to_matrix
 from .common import check_image
 from .encoders import ResNetEncoder
 
-__all__ = ["PoseNet"]
+__all__ = ["PoseNet", "PoseExpNet", "explainability"]
 
 
 class PoseNet(nn.Module):
@@ -73,3 +73,85 @@ class PoseNet(nn.Module):
         b = vectors.shape[0]
         T = pose_vector_to_matrix(vectors.reshape(-1, 6), rotation=self.rotation)
         return T.reshape(b, self.n_frames - 1, 4, 4)
+
+
+def _conv(cin: int, cout: int, k: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2), nn.ReLU(inplace=True))
+
+
+def _upconv(cin: int, cout: int) -> nn.Sequential:
+    # a 3x3 transposed convolution that exactly doubles the size
+    return nn.Sequential(nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1), nn.ReLU(inplace=True))
+
+
+class PoseExpNet(nn.Module):
+    """SfMLearner's pose and explainability network (Zhou et al., CVPR 2017; chapter 07).
+
+    The target and its ``n_sources`` source frames, stacked on channels target first
+    (:meth:`PoseNet.stack`), go through seven stride-2 convolutions (16, 32, 64, 128, 256, 256,
+    256 channels; kernels 7, 5, 3, 3, 3, 3, 3; ReLU). A 1x1 convolution turns the last map into
+    6 numbers per source, averaged over the image and multiplied by 0.01 (small initial
+    motions): ``[tx, ty, tz, rx, ry, rz]`` of ``T_t_to_s`` with SfMLearner's Euler angles
+    ``R = Rx·Ry·Rz`` (:func:`lesson_lib.pose.pose_vector_to_matrix` with ``rotation="euler"``).
+
+    The explainability branch (optional) decodes the fifth map back up with five 3x3 transposed
+    convolutions (256, 128, 64, 32, 16 channels) and predicts, at the scales 3, 2, 1, 0 (1/8 to
+    full resolution), **two logits per source**; :func:`explainability` turns them into the
+    mask, the softmax's "explainable" channel (index 1), which equals ``sigmoid(l1 - l0)``.
+
+    ``forward(frames)``: ``frames (B, 3 * (1 + n_sources), H, W)``, ``H, W`` multiples of 32,
+    returns ``(poses (B, n_sources, 6), logits)`` with ``logits = {s: (B, n_sources, 2, H/2^s,
+    W/2^s)}``, or ``None`` without the branch.
+    """
+
+    ENCODER = ((16, 7), (32, 5), (64, 3), (128, 3), (256, 3), (256, 3), (256, 3))
+    DECODER = (256, 128, 64, 32, 16)
+
+    def __init__(self, n_sources: int = 2, explainability: bool = True) -> None:
+        super().__init__()
+        if n_sources < 1:
+            raise ValueError(f"n_sources must be >= 1, got {n_sources}")
+        self.n_sources, self.scale = n_sources, 0.01
+        chans = [3 * (1 + n_sources)] + [c for c, _ in self.ENCODER]
+        self.encoder = nn.ModuleList(_conv(chans[i], c, k, 2) for i, (c, k) in enumerate(self.ENCODER))
+        self.pose_pred = nn.Conv2d(chans[-1], 6 * n_sources, 1)
+        self.explainability = explainability
+        if explainability:
+            dec = [chans[5], *self.DECODER]
+            self.upconvs = nn.ModuleList(_upconv(dec[i], dec[i + 1]) for i in range(len(self.DECODER)))
+            # masks after the 2nd..5th up-convolution: scales 3, 2, 1, 0
+            self.mask_heads = nn.ModuleDict({str(s): nn.Conv2d(self.DECODER[4 - s], 2 * n_sources, 3, padding=1)
+                                             for s in range(4)})
+
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor] | None]:
+        check_image(frames, "frames", 3 * (1 + self.n_sources))
+        feats, x = [], frames
+        for conv in self.encoder:
+            x = conv(x)
+            feats.append(x)
+        b = frames.shape[0]
+        poses = self.scale * self.pose_pred(x).mean(dim=(2, 3)).reshape(b, self.n_sources, 6)
+        if not self.explainability:
+            return poses, None
+        logits, y = {}, feats[4]
+        for i, up in enumerate(self.upconvs):
+            y = up(y)
+            s = 4 - i
+            if s <= 3:
+                out = self.mask_heads[str(s)](y)
+                logits[s] = out.reshape(b, self.n_sources, 2, *out.shape[-2:])
+        return poses, logits
+
+    def to_matrices(self, vectors: torch.Tensor) -> torch.Tensor:
+        """``(B, n_sources, 6)`` to ``(B, n_sources, 4, 4)`` poses ``T_t_to_s`` (Euler ``Rx·Ry·Rz``)."""
+        check_tensor(vectors, "vectors", ("B", self.n_sources, 6))
+        b = vectors.shape[0]
+        return pose_vector_to_matrix(vectors.reshape(-1, 6), rotation="euler").reshape(b, self.n_sources, 4, 4)
+
+
+def explainability(logits: torch.Tensor) -> torch.Tensor:
+    """The explainability mask from two logits per source, ``(B, S, 2, h, w) -> (B, S, 1, h, w)``:
+    the softmax's channel 1 ("explainable"), which is ``sigmoid(l1 - l0)``: the second logit
+    adds nothing a single sigmoid channel could not express (chapter 07)."""
+    check_tensor(logits, "logits", ("B", "S", 2, "H", "W"))
+    return torch.softmax(logits, dim=2)[:, :, 1:2]
