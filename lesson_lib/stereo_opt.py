@@ -105,7 +105,8 @@ class StereoOptions:
     """Every setting of :func:`optimise_disparity` (chapter 05), checked when it is made.
 
     The defaults are the library's: three scales ``(4, 2, 1)`` with ``(300, 150, 40)`` Adam
-    steps, learning rate 0.1 px per step, smoothness weight 0.2, no left-right loss term but the
+    steps, learning rate 0.1 (an upper bound on a disparity's step per iteration, in pixels: Adam moves
+    the softplus parameter, and the disparity follows by its derivative, < 1), smoothness weight 0.2, no left-right loss term but the
     left-right check and fill after every scale, a winner-take-all start. Each field's
     documentation is also in ``dataclasses.fields(StereoOptions)[i].metadata["help"]``. The
     object is frozen: make a variant with ``dataclasses.replace(options, iters=20)``, which
@@ -128,8 +129,8 @@ class StereoOptions:
     iters: int | Sequence[int] = _option((300, 150, 40), "Adam steps per scale (one number or one per scale)")
     learning_rate: PerScale = _option(
         0.1,
-        "Adam's learning rate per scale, in pixels of that scale: roughly the largest step a disparity "
-        "takes per iteration; it decays along a cosine to learning_rate * final_learning_rate_ratio "
+        "Adam's learning rate per scale, in pixels of that scale: an upper bound on a disparity's step "
+        "per iteration (Adam moves the softplus parameter; the disparity follows by softplus' slope, < 1); it decays along a cosine to learning_rate * final_learning_rate_ratio "
         "within each scale",
     )
     smoothness_weight: PerScale = _option(0.2, "weight of the edge-aware smoothness (per scale or one number)")
