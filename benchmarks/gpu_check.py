@@ -562,16 +562,18 @@ class _Union(torch.utils.data.Dataset):
 
 def method_datasets(kind: str, method: Any, sequences: list) -> tuple[Any, Any]:
     """``(train, val)`` datasets of the rendered ``sequences`` for a method's ``data_kind``:
-    ``stereo`` pairs, ``video`` snippets (``config.snippet_length``, default 3), or for another
+    ``stereo`` pairs, ``video`` snippets (``config.snippet_length``, else ``1 + config.n_sources``, default 3), or for another
     kind the union of both (no validation)."""
     from lesson_lib.data.synthetic import StereoDataset, VideoDataset
 
     if kind == "stereo":
         return StereoDataset(sequences, augment=True), StereoDataset(sequences, augment=False)
-    length = int(getattr(method.config, "snippet_length", 3))
-    if kind == "video":
-        return VideoDataset(sequences, length, augment=True), VideoDataset(sequences, length, augment=False)
-    return _Union(StereoDataset(sequences), VideoDataset(sequences, length)), None
+    cfg = method.config
+    length = int(getattr(cfg, "snippet_length", 1 + int(getattr(cfg, "n_sources", 2))))
+    if kind == "video":  # training needs no optical flow (computing it per item costs time)
+        return (VideoDataset(sequences, length, augment=True, flow=False),
+                VideoDataset(sequences, length, augment=False, flow=False))
+    return _Union(StereoDataset(sequences), VideoDataset(sequences, length, flow=False)), None
 
 
 def _image_of(item: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:

@@ -32,7 +32,7 @@ import torch
 
 from ..training import CheckpointError, TrainConfig, config_from_args, config_to_argparse, option
 
-__all__ = ["SyntheticStereoData", "main", "main_train", "main_evaluate", "main_predict", "main_export"]
+__all__ = ["SyntheticStereoData", "SyntheticVideoData", "main", "main_train", "main_evaluate", "main_predict", "main_export"]
 
 
 @dataclass
@@ -100,7 +100,24 @@ def _load_worlds(split: str, sequences: int, frames: int, size: dict[str, int], 
 # train: one data kind per family of methods
 
 
-DATA_CONFIGS: dict[str, type] = {"stereo": SyntheticStereoData}
+@dataclass
+class SyntheticVideoData:
+    """Which video snippets of the synthetic world to train and validate on (appendix A1)."""
+
+    train_sequences: int = option(200, "training worlds (seeds 0..N-1 of the train split)")
+    train_frames: int = option(10, "frames rendered per training world")
+    val_sequences: int = option(8, "validation worlds (seeds 10000..)")
+    val_frames: int = option(5, "frames per validation world")
+    image_height: int = option(128, "rendered image height")
+    image_width: int = option(416, "rendered image width")
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if value < (0 if name.startswith("val_") else 1):
+                raise ValueError(f"--{name.replace('_', '-')} must be >= {0 if name.startswith('val_') else 1}, got {value}")
+
+
+DATA_CONFIGS: dict[str, type] = {"stereo": SyntheticStereoData, "video": SyntheticVideoData}
 """The options dataclass of the training data each kind of method needs (``Method.data_kind``)."""
 
 
@@ -117,7 +134,20 @@ def _stereo_datasets(data_cfg: SyntheticStereoData, seed: int) -> tuple[Any, Any
     return train, val
 
 
-DATASETS: dict[str, Callable[[Any, int], tuple[Any, Any]]] = {"stereo": _stereo_datasets}
+def _video_datasets(data_cfg: SyntheticVideoData, seed: int, snippet_length: int = 3) -> tuple[Any, Any]:
+    from ..data.synthetic import VideoDataset
+
+    size = dict(height=data_cfg.image_height, width=data_cfg.image_width)
+    train = VideoDataset(_load_worlds("train", data_cfg.train_sequences, data_cfg.train_frames, size, "training data"),
+                         snippet_length, augment=True, seed=seed, flow=False)
+    val = None
+    if data_cfg.val_sequences and data_cfg.val_frames:
+        val = VideoDataset(_load_worlds("val", data_cfg.val_sequences, data_cfg.val_frames, size, "validation data"),
+                           snippet_length, augment=False, flow=False)
+    return train, val
+
+
+DATASETS: dict[str, Callable[..., tuple[Any, Any]]] = {"stereo": _stereo_datasets, "video": _video_datasets}
 
 
 def _train_parser(name: str) -> argparse.ArgumentParser:
@@ -165,7 +195,8 @@ def main_train(argv: list[str]) -> int:
     if (out / "latest.pt").is_file() and not (train_cfg.resume or train_cfg.overwrite):
         return _fail(f"{out} already holds a run ({out / 'latest.pt'}): add --resume to continue it, "
                      "--overwrite to start afresh, or choose another --out-dir")
-    train, val = DATASETS[kind](data_cfg, train_cfg.seed)
+    extra = {"snippet_length": 1 + method_cfg.n_sources} if kind == "video" else {}
+    train, val = DATASETS[kind](data_cfg, train_cfg.seed, **extra)
     try:
         trainer = train_worker(cls(method_cfg), train_cfg, train, val)
     except (FileExistsError, CheckpointError, ValueError) as exc:
@@ -273,7 +304,8 @@ def main_predict(argv: list[str]) -> int:
         stem = Path(f).stem
         np.save(out / f"{stem}_disp.npy", a)
         plt.imsave(out / f"{stem}_disp.png", colorize(a))
-        print(f"{f}: {a.shape[1]}x{a.shape[0]}, disparity {a.min():.4f}-{a.max():.4f} of the width "
+        unit = "of the width" if method.metric_depth else "(inverse depth, up to scale)"
+        print(f"{f}: {a.shape[1]}x{a.shape[0]}, disparity {a.min():.4f}-{a.max():.4f} {unit} "
               f"-> {out / (stem + '_disp.png')}, {out / (stem + '_disp.npy')}")
     return 0
 

@@ -419,10 +419,11 @@ class VideoDataset(Dataset):
 
     Snippets in which the camera does not move between consecutive frames are left out (as
     SfMLearner's data preparation does): with no motion there is no parallax to learn from.
+    With ``flow=False`` the items carry zero flow and no valid pixel (training needs no flow).
     """
 
     def __init__(self, sequences: list[Sequence], snippet_length: int = 3, augment: bool = False, seed: int = 0,
-                 skip_static: bool = True, colour: ColorJitter | None = None):
+                 skip_static: bool = True, colour: ColorJitter | None = None, flow: bool = True):
         if snippet_length not in (3, 5):
             raise ValueError(f"snippet_length must be 3 or 5, got {snippet_length}")
         if not sequences:
@@ -436,7 +437,7 @@ class VideoDataset(Dataset):
                 if skip_static and not all(seq.moved[f] for f in frames[1:]):
                     continue
                 self.index.append((i, c))
-        self.augment, self.seed = augment, seed
+        self.augment, self.seed, self.with_flow = augment, seed, flow
         self.colour = colour or ColorJitter()
         self.epoch = 0
 
@@ -466,7 +467,10 @@ class VideoDataset(Dataset):
             p = self.colour.params(gen)
             target = ColorJitter.apply(target, p)
             sources = torch.stack([ColorJitter.apply(x, p) for x in sources])
-        flow, valid = seq.flow(c) if c + 1 < len(seq) else (np.zeros((2, *seq.depth_left.shape[1:]), np.float32), np.zeros(seq.depth_left.shape[1:], bool))
+        if self.with_flow and c + 1 < len(seq):
+            flow, valid = seq.flow(c)
+        else:  # no next frame, or not asked for (training needs no flow: computing it costs time)
+            flow, valid = np.zeros((2, *seq.depth_left.shape[1:]), np.float32), np.zeros(seq.depth_left.shape[1:], bool)
         return {
             "target": target,
             "sources": sources,

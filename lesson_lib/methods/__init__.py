@@ -1,6 +1,7 @@
 """The methods of the course, one module per paper, and the registry that finds them by name.
 
-- :mod:`~lesson_lib.methods.monodepth` -- Monodepth (Godard et al., CVPR 2017), chapter 06
+- :mod:`~lesson_lib.methods.monodepth`  -- Monodepth (Godard et al., CVPR 2017), chapter 06
+- :mod:`~lesson_lib.methods.sfmlearner` -- SfMLearner (Zhou et al., CVPR 2017), chapter 07
 
 A method module reads like the paper: its loss, its networks' assembly and its options (see
 :class:`lesson_lib.training.Method` for the contract). Everything generic lives elsewhere:
@@ -105,5 +106,7 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> t
 
 
 from .monodepth import Monodepth  # noqa: E402  (registers the course's methods)
+from .sfmlearner import SfMLearner  # noqa: E402
 
 register(Monodepth)
+register(SfMLearner)

@@ -1,0 +1,266 @@
+"""SfMLearner (Zhou et al., CVPR 2017): depth and ego-motion from monocular video (chapter 07).
+
+Two networks learn together from snippets of ordinary video, a target frame ``I_t`` and its
+sources ``I_s`` (the frames before and after it), with no depth and no pose labels:
+
+- the **depth network** (the course's encoder-decoder, :class:`~lesson_lib.models.DepthDecoder`)
+  sees the target alone and predicts a disparity at four scales, ``disp = 10·sigmoid + 0.01``
+  (SfMLearner's range), depth ``D = 1 / disp`` (known only up to scale: monocular);
+- the **pose and explainability network** (:class:`~lesson_lib.models.PoseExpNet`) sees the
+  stacked snippet and predicts ``T_t_to_s`` for every source (target-frame points into the
+  source's frame, SfMLearner's Euler ``R = Rx·Ry·Rz``) and an explainability mask ``E_s`` per
+  source and scale.
+
+The loss, at each scale ``s = 0..3`` (images reduced to that scale by area averaging,
+intrinsics scaled with the half-pixel rule), summed over scales::
+
+    L_s = sum_sources mean_valid(E_s · |I_t - I_s<p>|)                       view synthesis (L1)
+        + lambda_e · sum_sources mean(-log E_s)                              explainability regulariser
+        + lambda_s / 2^s · smooth2(disp_s)                                    second-order smoothness
+
+``I_s<p>`` is the source read where each target pixel lands with the predicted depth and pose
+(chapter 03's :func:`~lesson_lib.warping.rigid_warp`); pixels that land outside the source do
+not count. Without the regulariser the mask could explain every pixel away (``E = 0`` zeroes the
+view-synthesis term): ``-log E`` pulls it towards "explainable" (``lambda_e = 0.2`` in the paper;
+the authors' later default is 0). The smoothness is second order (``|d_xx| + |d_yy|``, not
+edge-aware: :func:`~lesson_lib.losses.smoothness` with a flat image), weight ``0.5 / 2^s``;
+SfMLearner's own version adds the cross derivatives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from .._validate import check_tensor
+from ..camera import resize_intrinsics, scale_intrinsics
+from ..images import downsample, resize
+from ..losses import smoothness
+from ..metrics import depth_metrics
+from ..models import DepthDecoder, PoseExpNet, ResNetEncoder, explainability
+from ..training import Method, StepContext, check_choices, option
+from ..warping import rigid_warp
+
+__all__ = ["SfMLearnerConfig", "SfMLearnerNet", "SfMLearner", "sfmlearner_loss", "disparity_to_depth"]
+
+MIN_DISP, DISP_RANGE = 0.01, 10.0
+"""SfMLearner's disparity range: ``disp = 10·sigmoid + 0.01``, depth in ``(1/10.01, 100)``."""
+
+
+@dataclass
+class SfMLearnerConfig:
+    """The method's own options; each becomes a command-line option of ``train sfmlearner``."""
+
+    encoder_width: int = option(16, "depth encoder width: 64 is ResNet-18; 16 trains on a CPU")
+    encoder_depth: int = option(18, "depth encoder depth (18 or 34)", choices=(18, 34))
+    n_sources: int = option(2, "source frames per snippet (2: 3-frame snippets, 4: 5-frame)", choices=(2, 4))
+    mask: bool = option(True, "predict the explainability mask and weight the view synthesis with it")
+    explainability_weight: float = option(0.2, "weight of -log(mask), the regulariser towards 'explainable'")
+    smoothness_weight: float = option(0.5, "second-order smoothness weight at full scale (divided by 2^s)")
+    scales: tuple[int, ...] = option((0, 1, 2, 3), "output scales the loss is summed over")
+    input_height: int = option(0, "the networks' input height (multiple of 32); 0: the data's own size")
+    input_width: int = option(0, "the networks' input width (multiple of 32); 0: the data's own size")
+
+    def __post_init__(self) -> None:
+        self.scales = tuple(int(s) for s in self.scales)
+        check_choices(self)
+        if self.encoder_width < 1:
+            raise ValueError(f"SfMLearnerConfig.encoder_width must be >= 1, got {self.encoder_width}")
+        if (self.input_height == 0) != (self.input_width == 0):
+            raise ValueError("SfMLearnerConfig: give both input_height and input_width, or neither")
+        for name in ("input_height", "input_width"):
+            v = getattr(self, name)
+            if v < 0 or v % 32:
+                raise ValueError(f"SfMLearnerConfig.{name} must be 0 or a positive multiple of 32, got {v}")
+        if not self.scales or list(self.scales) != sorted(set(self.scales)) or self.scales[0] != 0 or self.scales[-1] > 3:
+            raise ValueError(f"SfMLearnerConfig.scales must be increasing, start at 0 and stay <= 3, got {self.scales}")
+        for name in ("explainability_weight", "smoothness_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"SfMLearnerConfig.{name} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """``(height, width)`` the networks run at, or None for the data's own size."""
+        return (self.input_height, self.input_width) if self.input_height else None
+
+
+def disparity_to_depth(sigmoid_output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SfMLearner's ``disp = 10·sigmoid + 0.01`` and ``depth = 1 / disp`` from the decoder's
+    sigmoid output; returns ``(disp, depth)``."""
+    disp = DISP_RANGE * sigmoid_output + MIN_DISP
+    return disp, 1.0 / disp
+
+
+class SfMLearnerNet(nn.Module):
+    """The two networks of SfMLearner in one module (so one optimizer and one DDP wrapper
+    serve both): ``depth_net`` (encoder + decoder, one channel) and ``pose_net``
+    (:class:`PoseExpNet`).
+
+    ``forward(target, sources)``: ``target (B, 3, H, W)``, ``sources (B, S, 3, H, W)``;
+    returns ``{"disp": {s: (B, 1, H/2^s, W/2^s)}, "poses": (B, S, 6), "logits": {s: ...} or None}``.
+    """
+
+    def __init__(self, config: SfMLearnerConfig) -> None:
+        super().__init__()
+        self.encoder = ResNetEncoder(depth=config.encoder_depth, width=config.encoder_width, in_channels=3)
+        self.decoder = DepthDecoder(self.encoder.channels, scales=(0, 1, 2, 3), out_channels=1)
+        self.pose_net = PoseExpNet(n_sources=config.n_sources, explainability=config.mask)
+
+    def depth(self, target: torch.Tensor) -> dict[int, torch.Tensor]:
+        """SfMLearner's disparity ``10·sigmoid + 0.01`` at every scale."""
+        return {s: disparity_to_depth(v)[0] for s, v in self.decoder(self.encoder(target)).items()}
+
+    def forward(self, target: torch.Tensor, sources: torch.Tensor) -> dict[str, Any]:
+        check_tensor(sources, "sources", (target.shape[0], self.pose_net.n_sources, 3, target.shape[-2], target.shape[-1]))
+        poses, logits = self.pose_net(torch.cat([target, sources.flatten(1, 2)], dim=1))
+        return {"disp": self.depth(target), "poses": poses, "logits": logits}
+
+
+def sfmlearner_loss(
+    outputs: Mapping[str, Any],
+    target: torch.Tensor,
+    sources: torch.Tensor,
+    K: torch.Tensor,
+    config: SfMLearnerConfig | None = None,
+    T_t_to_s: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """SfMLearner's loss (see the module doc) and its terms summed over scales.
+
+    Args:
+        outputs: :class:`SfMLearnerNet`'s output (``disp``, ``poses``, ``logits``).
+        target: ``(B, 3, H, W)``; sources: ``(B, S, 3, H, W)``; K: ``(B, 3, 3)`` at ``(H, W)``.
+        T_t_to_s: ``(B, S, 4, 4)`` poses to use instead of the predicted ones (e.g. the truth,
+            to study depth alone); default: ``outputs["poses"]`` read with Euler angles.
+
+    Returns:
+        ``(loss, {"view_synthesis", "explainability", "smoothness", "mask_mean"})``, detached terms.
+    """
+    from ..pose import pose_vector_to_matrix
+
+    cfg = config or SfMLearnerConfig()
+    dims = check_tensor(target, "target", ("B", 3, "H", "W"))
+    check_tensor(sources, "sources", ("B", "S", 3, "H", "W"), dims=dims)
+    check_tensor(K, "K", ("B", 3, 3), dims=dims)
+    b, n_src = sources.shape[:2]
+    H, W = target.shape[-2:]
+    if T_t_to_s is None:
+        T_t_to_s = pose_vector_to_matrix(outputs["poses"].reshape(-1, 6).float(), rotation="euler").reshape(b, n_src, 4, 4)
+    check_tensor(T_t_to_s, "T_t_to_s", ("B", "S", 4, 4), dims=dims)
+    logits = outputs.get("logits") if cfg.mask else None
+    zero = target.new_zeros(())
+    vs_sum, ex_sum, sm_sum, mask_sum = zero, zero, zero, zero
+    for s in cfg.scales:
+        disp = outputs["disp"][s].float()
+        check_tensor(disp, f"disp[{s}]", (b, 1, None, None))
+        h, w = disp.shape[-2:]
+        factor = H // h
+        tgt = downsample(target, factor)
+        src = downsample(sources.flatten(0, 1), factor).reshape(b, n_src, 3, h, w)
+        K_s = scale_intrinsics(K, w / W, h / H)
+        depth = 1.0 / disp
+        mask = explainability(logits[s].float()) if logits is not None else None  # (B, S, 1, h, w)
+        for j in range(n_src):
+            warped, valid = rigid_warp(src[:, j], depth, T_t_to_s[:, j], K_s)
+            err = (warped - tgt).abs().mean(dim=1, keepdim=True)
+            weight = valid.to(err.dtype)
+            if mask is not None:
+                err = err * mask[:, j]
+            vs_sum = vs_sum + (err * weight).sum() / weight.sum().clamp(min=1.0)
+            if mask is not None:
+                # cross-entropy towards "explainable": -log softmax(logits)[1]
+                ex_sum = ex_sum - torch.log_softmax(logits[s][:, j].float(), dim=1)[:, 1].mean()
+                mask_sum = mask_sum + mask[:, j].mean().detach() / (n_src * len(cfg.scales))
+        flat = torch.zeros_like(disp)  # no image edges: plain (not edge-aware) second-order smoothness
+        sm_sum = sm_sum + smoothness(disp, flat, order=2, normalize=False) / 2**s
+    loss = vs_sum + cfg.smoothness_weight * sm_sum
+    if logits is not None:
+        loss = loss + cfg.explainability_weight * ex_sum
+    terms = {"view_synthesis": vs_sum.detach(), "explainability": ex_sum.detach(), "smoothness": sm_sum.detach(),
+             "mask_mean": mask_sum if logits is not None else zero + 1.0}
+    return loss, terms
+
+
+class SfMLearner(Method):
+    """SfMLearner for :class:`~lesson_lib.training.Trainer`: batches of
+    :class:`~lesson_lib.data.VideoDataset` (``target``, ``sources``, ``K``; for validation
+    ``depth``). Depth is known only up to scale: evaluate it median-scaled."""
+
+    name: ClassVar[str] = "sfmlearner"
+    config_class: ClassVar[type] = SfMLearnerConfig
+    metric_depth: ClassVar[bool] = False
+    data_kind: ClassVar[str] = "video"
+
+    def __init__(self, config: SfMLearnerConfig | None = None) -> None:
+        self.config = config or SfMLearnerConfig()
+
+    def build_model(self) -> nn.Module:
+        return SfMLearnerNet(self.config)
+
+    def _inputs(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        for key in ("target", "sources", "K"):
+            if key not in batch:
+                raise KeyError(f"SfMLearner needs batches with 'target', 'sources' and 'K'; {key!r} is missing")
+        target, sources, K = batch["target"], batch["sources"], batch["K"]
+        size = self.config.input_size
+        if size is not None and tuple(target.shape[-2:]) != tuple(size):
+            b, n = sources.shape[:2]
+            K = resize_intrinsics(K, tuple(target.shape[-2:]), size)
+            target = resize(target, size)
+            sources = resize(sources.flatten(0, 1), size).reshape(b, n, 3, *size)
+        return target, sources, K
+
+    def loss(
+        self, model: nn.Module, batch: Mapping[str, Any], ctx: StepContext | None = None
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        target, sources, K = self._inputs(batch)
+        return sfmlearner_loss(model(target, sources), target, sources, K, self.config)
+
+    @torch.no_grad()
+    def predict_disparity(self, model: nn.Module, image: torch.Tensor, *, post_processing: bool = False) -> torch.Tensor:
+        """``(B, 1, H, W)`` inverse depth up to scale (SfMLearner has no post-processing: the
+        flag averages with the mirrored image's prediction, flipped back)."""
+        check_tensor(image, "image", ("B", 3, "H", "W"))
+        net = model.module if hasattr(model, "module") else model
+        was_training = net.training
+        net.eval()
+        try:
+            size = self.config.input_size or tuple(max(32, round(x / 32) * 32) for x in image.shape[-2:])
+            x = resize(image.float(), size)
+            disp = net.depth(x)[0]
+            if post_processing:
+                disp = 0.5 * (disp + net.depth(x.flip(-1))[0].flip(-1))
+            if tuple(disp.shape[-2:]) != tuple(image.shape[-2:]):
+                disp = nn.functional.interpolate(disp, size=tuple(image.shape[-2:]), mode="bilinear", align_corners=False)
+        finally:
+            net.train(was_training)
+        return disp
+
+    def predict_depth(
+        self,
+        model: nn.Module,
+        image: torch.Tensor,
+        K: torch.Tensor,
+        baseline: torch.Tensor | None = None,
+        *,
+        post_processing: bool = False,
+        max_depth: float = 100.0,
+    ) -> torch.Tensor:
+        """Depth ``1 / disp`` up to an unknown scale (median-scale it before comparing)."""
+        return (1.0 / self.predict_disparity(model, image, post_processing=post_processing)).clamp(max=max_depth)
+
+    @torch.no_grad()
+    def predict_poses(self, model: nn.Module, target: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
+        """``T_t_to_s (B, S, 4, 4)`` for each source of a snippet (sources in the dataset's
+        order: frame order without the target), translation up to the depth's scale."""
+        net = model.module if hasattr(model, "module") else model
+        poses, _ = net.pose_net(torch.cat([target, sources.flatten(1, 2)], dim=1))
+        return net.pose_net.to_matrices(poses)
+
+    def validate(self, model: nn.Module, batch: Mapping[str, Any]) -> dict[str, float]:
+        depth = self.predict_depth(model, batch["target"], batch["K"])
+        m = depth_metrics(depth, batch["depth"], median_scaling=True)
+        return {"abs_rel_median": m["abs_rel"], "a1_median": m["a1"]}
