@@ -214,3 +214,70 @@ def test_paired_bootstrap_bad_input():
         paired_bootstrap([1.0, 2.0], [1.0, 2.0], [0])
     with pytest.raises(ValueError, match="confidence"):
         paired_bootstrap([1.0, 2.0], [1.0, 2.0], confidence=95)
+
+
+# --------------------------------------------------------------------------- poses and ATE
+
+
+def _forward_snippet(step=1.0, n=3):
+    """A camera moving ``step`` m forward per frame, target in the middle: T_t_to_s for each source."""
+    mid = n // 2
+    Ts = []
+    for k in range(n):
+        if k == mid:
+            continue
+        T = torch.eye(4, dtype=torch.float64)
+        T[2, 3] = (mid - k) * step  # a target point at z sits at z + (mid - k) * step in frame k
+        Ts.append(T)
+    return torch.stack(Ts)[None]
+
+
+def test_snippet_trajectory_known_answer():
+    from lesson_lib.evaluation import snippet_trajectory
+
+    traj = snippet_trajectory(_forward_snippet(1.0, 3), target_index=1)
+    torch.testing.assert_close(traj[0], torch.tensor([[0.0, 0, 0], [0, 0, 1], [0, 0, 2]], dtype=torch.float64))
+    traj5 = snippet_trajectory(_forward_snippet(0.5, 5), target_index=2)
+    torch.testing.assert_close(traj5[0, :, 2], torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="target_index"):
+        snippet_trajectory(_forward_snippet(), target_index=5)
+
+
+class _Snips(torch.utils.data.Dataset):
+    def __init__(self, T):
+        self.T = T
+
+    def __len__(self):
+        return len(self.T)
+
+    def __getitem__(self, i):
+        return {"target": torch.zeros(3, 4, 4), "sources": torch.zeros(self.T.shape[1], 3, 4, 4), "T_t_to_s": self.T[i]}
+
+
+def test_evaluate_poses_known_answers():
+    from lesson_lib.evaluation import evaluate_poses
+
+    T = torch.cat([_forward_snippet(1.0, 3), _forward_snippet(2.0, 3)]).float()
+    data = _Snips(T)
+    truth = lambda target, sources, T=T: T[: target.shape[0]]  # noqa: E731  (batch of 2 = everything)
+    r = evaluate_poses(truth, data)
+    assert r["ate_mean"] == pytest.approx(0.0, abs=1e-6) and r["snippets"] == 2
+    half = T.clone()
+    half[..., :3, 3] *= 0.5
+    assert evaluate_poses(lambda t, s: half, data)["ate_mean"] == pytest.approx(0.0, abs=1e-6)  # scale is free
+    still = evaluate_poses(lambda t, s: torch.eye(4).expand_as(T), data)
+    # no motion: sqrt(0 + 1 + 4) / 3 and sqrt(0 + 4 + 16) / 3
+    assert still["ate_mean"] == pytest.approx((math.sqrt(5) + math.sqrt(20)) / 6, rel=1e-6)
+    with pytest.raises(ValueError, match="expected"):
+        evaluate_poses(lambda t, s: T[:, :1], data)
+
+
+def test_evaluate_poses_on_the_synthetic_world():
+    from lesson_lib.data.synthetic import VideoDataset, load_split
+    from lesson_lib.evaluation import evaluate_poses
+
+    data = VideoDataset(load_split("test", 1, 7, progress=False), 5, flow=False)
+    truth = evaluate_poses(lambda t, s: torch.stack([data[i]["T_t_to_s"] for i in range(len(data))])[: t.shape[0]], data,
+                           batch_size=len(data))
+    still = evaluate_poses(lambda t, s: torch.eye(4).expand(t.shape[0], 4, 4, 4), data)
+    assert truth["ate_mean"] < 1e-5 < 0.05 < still["ate_mean"]
