@@ -24,6 +24,9 @@ does), so no ``log`` of zero can occur.
 Disparity maps (chapter 05) are scored in pixels instead: :func:`epe_bad` gives the end-point
 error and the share of pixels off by more than a threshold.
 
+Masks that should find pixels (SfMLearner's explainability, TrianFlow's rigid mask) are scored
+against the true pixels with :func:`roc_auc` and :func:`precision_recall`.
+
 Camera motion (chapters 07, 09, 10) is scored with the absolute trajectory error on short
 snippets, :func:`ate_snippets` (SfMLearner's ATE-5), from camera positions that
 :func:`camera_positions` reads off poses.
@@ -48,6 +51,8 @@ __all__ = [
     "epe_bad",
     "camera_positions",
     "ate_snippets",
+    "roc_auc",
+    "precision_recall",
 ]
 
 METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
@@ -280,3 +285,44 @@ def ate_snippets(
     sq = (scale[:, None, None] * p - g).square().sum(dim=(1, 2))
     err = sq.sqrt() / n if convention == "sfmlearner" else (sq / n).sqrt()
     return err.to(gt_positions.dtype), scale.to(gt_positions.dtype)
+
+
+def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Area under the ROC curve of ``scores`` for finding the ``labels == True`` pixels (any
+    shapes, same number of elements): the probability that a random positive scores higher
+    than a random negative, ties counting one half (the Mann-Whitney statistic, from the ranks
+    of the scores). 1: perfect, 0.5: no better than chance, 0: perfectly inverted.
+
+    Raises ``ValueError`` when there is no positive or no negative, or the scores are not finite.
+    """
+    s = torch.as_tensor(scores).flatten().double()
+    y = torch.as_tensor(labels).flatten().bool()
+    if s.numel() != y.numel():
+        raise ValueError(f"scores and labels must have the same number of elements, got {s.numel()} and {y.numel()}")
+    if not bool(torch.isfinite(s).all()):
+        raise ValueError("scores must be finite")
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f"need positives and negatives, got {n_pos} and {n_neg}")
+    sorted_s, order = torch.sort(s)
+    ranks = torch.empty_like(s)
+    ranks[order] = torch.arange(1, s.numel() + 1, dtype=torch.float64)
+    # tied scores share their mean rank
+    uniq, inverse, counts = torch.unique_consecutive(sorted_s, return_inverse=True, return_counts=True)
+    ends = torch.cumsum(counts, 0).double()
+    mean_rank = ends - (counts.double() - 1) / 2
+    ranks[order] = mean_rank[inverse]
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def precision_recall(predicted: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Precision (share of the predicted pixels that are true) and recall (share of the true
+    pixels predicted) of a boolean detection; NaN where a ratio has nothing to count."""
+    p = torch.as_tensor(predicted).flatten().bool()
+    y = torch.as_tensor(labels).flatten().bool()
+    if p.numel() != y.numel():
+        raise ValueError(f"predicted and labels must have the same number of elements, got {p.numel()} and {y.numel()}")
+    tp = int((p & y).sum())
+    n_p, n_y = int(p.sum()), int(y.sum())
+    return {"precision": tp / n_p if n_p else float("nan"), "recall": tp / n_y if n_y else float("nan"),
+            "predicted": n_p, "true": n_y}

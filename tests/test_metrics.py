@@ -222,3 +222,37 @@ def test_ate_snippets_bad_input():
         ate_snippets(g, bad)
     with pytest.raises(ValueError, match="convention"):
         ate_snippets(g, g, convention="kitti")
+
+
+# --------------------------------------------------------------------------- masks against the truth
+
+
+def test_roc_auc_known_answers():
+    from lesson_lib.metrics import roc_auc
+
+    y = torch.tensor([0, 0, 1, 1], dtype=torch.bool)
+    assert roc_auc(torch.tensor([0.1, 0.2, 0.8, 0.9]), y) == 1.0
+    assert roc_auc(torch.tensor([0.9, 0.8, 0.2, 0.1]), y) == 0.0
+    assert roc_auc(torch.full((4,), 0.3), y) == 0.5  # all tied: chance
+    # by hand: positives 0.35 and 0.8 against negatives 0.1 and 0.4: pairs won 1 + 2 of 4
+    assert roc_auc(torch.tensor([0.1, 0.4, 0.35, 0.8]), y) == 0.75
+    # a tie between a positive and a negative counts one half
+    assert roc_auc(torch.tensor([0.1, 0.5, 0.5, 0.9]), y) == pytest.approx(0.875)
+    # against a brute-force count over all pairs
+    g = torch.Generator().manual_seed(0)
+    s = torch.randint(0, 5, (60,), generator=g).double()
+    lab = torch.rand(60, generator=g) < 0.3
+    pos, neg = s[lab], s[~lab]
+    brute = ((pos[:, None] > neg[None]).double() + 0.5 * (pos[:, None] == neg[None]).double()).mean()
+    assert roc_auc(s, lab) == pytest.approx(float(brute))
+    with pytest.raises(ValueError, match="positives and negatives"):
+        roc_auc(torch.rand(4), torch.zeros(4, dtype=torch.bool))
+
+
+def test_precision_recall_known_answers():
+    from lesson_lib.metrics import precision_recall
+
+    r = precision_recall(torch.tensor([1, 1, 0, 0, 1], dtype=torch.bool), torch.tensor([1, 0, 1, 0, 1], dtype=torch.bool))
+    assert r["precision"] == pytest.approx(2 / 3) and r["recall"] == pytest.approx(2 / 3)
+    r = precision_recall(torch.zeros(3, dtype=torch.bool), torch.tensor([1, 0, 0], dtype=torch.bool))
+    assert math.isnan(r["precision"]) and r["recall"] == 0.0

@@ -251,9 +251,25 @@ def main_evaluate(argv: list[str]) -> int:
     print(f"{ns.weights}: {_describe(method)}, {len(data)} images of the {ns.split} split, "
           f"depth <= {MAX_DEPTH:.0f} m, {time.perf_counter() - t0:.1f} s on {device}")
     print(format_metrics(results))
+    report = {"weights": str(ns.weights), "method": method.name, "split": ns.split, "images": len(data),
+              "results": results}
+    if hasattr(method, "predict_poses"):  # a video method: its poses too, on snippets of its own length
+        from ..data.synthetic import VideoDataset
+        from ..evaluation import evaluate_poses
+
+        n = 1 + int(method.config.n_sources)
+        snippets = VideoDataset(data.sequences, n, flow=False)
+        if len(snippets) == 0:
+            print(f"no {n}-frame snippet in {ns.frames} frames per world: use --frames {n} or more", file=sys.stderr)
+        else:
+            ate = evaluate_poses(lambda t, src: method.predict_poses(model, t, src), snippets, device=device)
+            still = evaluate_poses(lambda t, src: torch.eye(4, device=t.device).expand(t.shape[0], n - 1, 4, 4),
+                                   snippets, device=device)
+            print(f"ATE-{n} (SfMLearner's convention, m): {ate['ate_mean']:.4f} +- {ate['ate_std']:.4f} over "
+                  f"{ate['snippets']} snippets; no-motion baseline {still['ate_mean']:.4f} +- {still['ate_std']:.4f}")
+            report["ate"] = {"snippet_length": n, "model": ate, "no_motion": still}
     if ns.json:
-        Path(ns.json).write_text(json.dumps({"weights": str(ns.weights), "method": method.name, "split": ns.split,
-                                             "images": len(data), "results": results}, indent=2))
+        Path(ns.json).write_text(json.dumps(report, indent=2))
     return 0
 
 
