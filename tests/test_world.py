@@ -607,3 +607,28 @@ def test_mip_mapping_keeps_distant_textures_from_shimmering():
             change[name] = float((v0.image - v1.image).abs().mean(0)[far].mean())
         assert change["mip"] < 0.005, change  # measured 0.0013 .. 0.0024
         assert change["level0"] > 4 * change["mip"], change  # measured 9.4x .. 16x
+
+
+def test_flow_to_any_frame_agrees_with_flow_and_marks_what_leaves_the_view():
+    from lesson_lib.data.synthetic import load_split
+
+    seq = load_split("test", 1, 4, progress=False)[0]
+    f1, v1 = seq.flow(1)
+    f2, v2 = seq.flow_to(1, 2)
+    assert np.array_equal(v1, v2) and np.array_equal(f1, f2)
+    # backwards: most pixels are seen in the previous frame too, not all (sky, occlusions, border)
+    fb, vb = seq.flow_to(1, 0)
+    assert vb.shape == v1.shape and 0.3 < vb.mean() < 1.0
+    # round trip on static pixels: 1 -> 0 with flow_to(1, 0), then back with flow_to(0, 1) read at
+    # the nearest pixel, lands within rounding of the start
+    H, W = vb.shape
+    vs, us = np.nonzero(vb & ~seq.moving_mask(1))
+    q_u, q_v = us + fb[0, vs, us], vs + fb[1, vs, us]
+    qi_u, qi_v = np.clip(np.rint(q_u), 0, W - 1).astype(int), np.clip(np.rint(q_v), 0, H - 1).astype(int)
+    f01, v01 = seq.flow_to(0, 1)
+    ok = v01[qi_v, qi_u]
+    back_u, back_v = qi_u + f01[0, qi_v, qi_u], qi_v + f01[1, qi_v, qi_u]
+    err = np.hypot(back_u - us, back_v - vs)[ok]
+    assert ok.mean() > 0.8 and np.median(err) < 0.6 and np.percentile(err, 95) < 1.5
+    with pytest.raises(ValueError, match="two different frames"):
+        seq.flow_to(1, 1)

@@ -85,10 +85,21 @@ class Sequence:
         ``occlusion_tolerance`` relative, plus 5 cm)."""
         if not 0 <= frame < len(self) - 1:
             raise ValueError(f"flow needs a next frame: frame must be in [0, {len(self) - 2}], got {frame}")
+        return self.flow_to(frame, frame + 1, occlusion_tolerance)
+
+    def flow_to(self, frame: int, other: int, occlusion_tolerance: float = 0.03) -> tuple[np.ndarray, np.ndarray]:
+        """Optical flow ``(2, H, W)`` from ``frame`` to any ``other`` frame and its validity
+        ``(H, W)``, as :meth:`flow` (objects keep their velocity over ``times[other] -
+        times[frame]``, backwards too). ``valid`` is False where a pixel has no depth (sky),
+        leaves the other view or is hidden there: with the moving-object mask, the pixels no
+        rigid warp can explain (chapter 07 scores the explainability mask against them)."""
+        n = len(self)
+        if not (0 <= frame < n and 0 <= other < n) or frame == other:
+            raise ValueError(f"frame and other must be two different frames in [0, {n - 1}], got {frame} and {other}")
         return flow_from_depth(
             self.depth_left[frame], self.obj_velocity[np.clip(self.obj[frame], 0, None)] * (self.obj[frame] > 0)[..., None],
-            self.poses[frame], self.poses[frame + 1], self.K, float(self.times[frame + 1] - self.times[frame]),
-            self.depth_left[frame + 1], occlusion_tolerance,
+            self.poses[frame], self.poses[other], self.K, float(self.times[other] - self.times[frame]),
+            self.depth_left[other], occlusion_tolerance,
         )
 
 
