@@ -20,7 +20,7 @@ The maths, by chapter
 What grows by paper or network
 - :mod:`lesson_lib.models`     -- networks: ``encoders`` (ResNet), ``depth`` (U-Net decoder,
   Monodepth's network), ``pose`` (pose network)
-- :mod:`lesson_lib.methods`    -- one module per method (``monodepth``) and the registry
+- :mod:`lesson_lib.methods`    -- one module per method (``monodepth``, ``sfmlearner``) and the registry
 - :mod:`lesson_lib.training`   -- the method contract, typed configs, the training loop,
   checkpoints and weights files, random states, logs, distributed set-up
 - :mod:`lesson_lib.weights`    -- the trained models shipped with the package
