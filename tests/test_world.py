@@ -632,3 +632,23 @@ def test_flow_to_any_frame_agrees_with_flow_and_marks_what_leaves_the_view():
     assert ok.mean() > 0.8 and np.median(err) < 0.6 and np.percentile(err, 95) < 1.5
     with pytest.raises(ValueError, match="two different frames"):
         seq.flow_to(1, 1)
+
+
+def test_video_items_mark_the_pixels_no_rigid_warp_explains():
+    from lesson_lib.data.synthetic import VideoDataset, load_split
+
+    seq = load_split("test", 1, 4, progress=False)[0]
+    data = VideoDataset([seq], 3, flow=False, visibility=True)
+    item = data[0]
+    un, scored = item["unexplainable"], item["scored"]
+    assert un.shape == (2, 1, *seq.depth_left.shape[1:]) and un.dtype == torch.bool
+    assert bool((un[:, 0] >= item["moving"]).all())  # every moving pixel is unexplainable
+    # the camera drives forward: target pixels near the left and right borders leave the NEXT
+    # view (they move outwards) far more often than they leave the PREVIOUS one
+    W = un.shape[-1]
+    border = torch.zeros(W, dtype=torch.bool)
+    border[: W // 20] = border[-W // 20:] = True
+    ok = scored[0] & ~item["moving"][0]
+    prev_b, next_b = (un[j, 0][:, border][ok[:, border]].float().mean() for j in (0, 1))
+    assert float(next_b) > 0.5 and float(next_b) > 3 * float(prev_b)
+    assert "unexplainable" not in VideoDataset([seq], 3, flow=False)[0]

@@ -431,10 +431,16 @@ class VideoDataset(Dataset):
     Snippets in which the camera does not move between consecutive frames are left out (as
     SfMLearner's data preparation does): with no motion there is no parallax to learn from.
     With ``flow=False`` the items carry zero flow and no valid pixel (training needs no flow).
+    With ``visibility=True`` they also carry ``"unexplainable": (S, 1, H, W)`` bool, the target
+    pixels that no rigid warp from each source can rebuild (on a moving object, hidden in the
+    source or outside its view; :meth:`Sequence.flow_to`), and ``"scored": (1, H, W)``, the
+    pixels with a depth (not sky) where that truth is defined (chapter 07 scores the
+    explainability mask against it).
     """
 
     def __init__(self, sequences: list[Sequence], snippet_length: int = 3, augment: bool = False, seed: int = 0,
-                 skip_static: bool = True, colour: ColorJitter | None = None, flow: bool = True):
+                 skip_static: bool = True, colour: ColorJitter | None = None, flow: bool = True,
+                 visibility: bool = False):
         if snippet_length not in (3, 5):
             raise ValueError(f"snippet_length must be 3 or 5, got {snippet_length}")
         if not sequences:
@@ -448,7 +454,7 @@ class VideoDataset(Dataset):
                 if skip_static and not all(seq.moved[f] for f in frames[1:]):
                     continue
                 self.index.append((i, c))
-        self.augment, self.seed, self.with_flow = augment, seed, flow
+        self.augment, self.seed, self.with_flow, self.with_visibility = augment, seed, flow, visibility
         self.colour = colour or ColorJitter()
         self.epoch = 0
 
@@ -482,7 +488,7 @@ class VideoDataset(Dataset):
             flow, valid = seq.flow(c)
         else:  # no next frame, or not asked for (training needs no flow: computing it costs time)
             flow, valid = np.zeros((2, *seq.depth_left.shape[1:]), np.float32), np.zeros(seq.depth_left.shape[1:], bool)
-        return {
+        item = {
             "target": target,
             "sources": sources,
             "K": torch.from_numpy(seq.K).float(),
@@ -493,3 +499,9 @@ class VideoDataset(Dataset):
             "flow_valid": torch.from_numpy(valid)[None],
             "has_pose": torch.tensor(True),
         }
+        if self.with_visibility:
+            # per source: the target pixels no rigid warp from that source can explain
+            hidden = np.stack([~seq.flow_to(c, f)[1] for f in src])[:, None]
+            item["unexplainable"] = torch.from_numpy(hidden | seq.moving_mask(c)[None, None])
+            item["scored"] = torch.from_numpy(seq.depth_left[c] > 0)[None]
+        return item
