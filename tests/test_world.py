@@ -650,5 +650,6 @@ def test_video_items_mark_the_pixels_no_rigid_warp_explains():
     border[: W // 20] = border[-W // 20:] = True
     ok = scored[0] & ~item["moving"][0]
     prev_b, next_b = (un[j, 0][:, border][ok[:, border]].float().mean() for j in (0, 1))
-    assert float(next_b) > 0.5 and float(next_b) > 3 * float(prev_b)
+    # measured on this snippet: 0.54 of the border pixels leave the next view, 0.04 the previous one
+    assert float(next_b) > 0.35 and float(next_b) > 3 * float(prev_b)
     assert "unexplainable" not in VideoDataset([seq], 3, flow=False)[0]
