@@ -140,3 +140,23 @@ def test_trains_through_the_registry_and_reloads(snippets, tmp_path):
     T = loaded.predict_poses(model, snippets["target"], snippets["sources"])
     assert T.shape == (snippets["target"].shape[0], 2, 4, 4)
     torch.testing.assert_close(T[..., 3, :], torch.tensor([0.0, 0, 0, 1]).expand(T.shape[0], 2, 4))
+
+
+def test_predict_masks_and_scoring_them_against_the_truth(snippets):
+    """A mask built from the truth scores ROC AUC 1 against it, its inverse 0: the measurement
+    chapter 07 makes of a trained mask."""
+    from lesson_lib.metrics import roc_auc
+
+    cfg = SfMLearnerConfig(encoder_width=8)
+    method = SfMLearner(cfg)
+    net = method.build_model().eval()
+    b = snippets
+    masks = method.predict_masks(net, b["target"], b["sources"])
+    assert masks.shape == (b["target"].shape[0], 2, 1, *b["target"].shape[-2:])
+    assert bool(((masks > 0) & (masks < 1)).all())
+    no_mask = SfMLearner(SfMLearnerConfig(encoder_width=8, mask=False))
+    assert bool((no_mask.predict_masks(no_mask.build_model(), b["target"], b["sources"]) == 1).all())
+    truth = torch.zeros_like(masks, dtype=torch.bool)
+    truth[..., :, -10:] = True  # pretend the right border leaves the view
+    perfect = (~truth).float() * 0.9 + 0.05
+    assert roc_auc(1 - perfect, truth) == 1.0 and roc_auc(perfect, truth) == 0.0

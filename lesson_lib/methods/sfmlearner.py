@@ -260,6 +260,17 @@ class SfMLearner(Method):
         poses, _ = net.pose_net(torch.cat([target, sources.flatten(1, 2)], dim=1))
         return net.pose_net.to_matrices(poses)
 
+    @torch.no_grad()
+    def predict_masks(self, model: nn.Module, target: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
+        """The explainability mask at full resolution, ``(B, S, 1, H, W)`` in ``[0, 1]`` (1:
+        explainable), for each source of a snippet; all ones for a model without the mask."""
+        net = model.module if hasattr(model, "module") else model
+        _, logits = net.pose_net(torch.cat([target, sources.flatten(1, 2)], dim=1))
+        b, n = sources.shape[:2]
+        if logits is None:
+            return target.new_ones(b, n, 1, *target.shape[-2:])
+        return explainability(logits[0])
+
     def validate(self, model: nn.Module, batch: Mapping[str, Any]) -> dict[str, float]:
         depth = self.predict_depth(model, batch["target"], batch["K"])
         m = depth_metrics(depth, batch["depth"], median_scaling=True)
