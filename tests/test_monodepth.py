@@ -343,9 +343,9 @@ def test_weights_errors(tmp_path):
     with pytest.raises(CheckpointError, match="bad.pt"):
         load_model(bad)
     net = Monodepth(MonodepthConfig(encoder_width=8)).build_model()
-    state = {"method": "sfmlearner", "model": net.state_dict(), "method_config": {}}
+    state = {"method": "no_such_method", "model": net.state_dict(), "method_config": {}}
     save_checkpoint(tmp_path / "other.pt", state)
-    with pytest.raises(CheckpointError, match="sfmlearner"):
+    with pytest.raises(CheckpointError, match="no_such_method"):
         load_model(tmp_path / "other.pt")
     cfg = dataclasses.asdict(MonodepthConfig(encoder_width=16))
     save_checkpoint(tmp_path / "mismatch.pt", {"method": "monodepth", "model": net.state_dict(), "method_config": cfg})
