@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -134,8 +135,6 @@ def paired_bootstrap(
     interval that excludes 0 says the difference is larger than what the choice of test
     worlds could produce.
     """
-    import numpy as np
-
     a_, b_ = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a_.ndim != 1 or a_.shape != b_.shape or a_.size == 0:
         raise ValueError(f"a and b must be two non-empty 1-D sequences of equal length, got {a_.shape} and {b_.shape}")

@@ -499,3 +499,11 @@ def test_explainability_is_a_sigmoid_of_the_logit_difference():
     torch.testing.assert_close(explainability(logits + 7.0), explainability(logits))  # only the difference counts
     with pytest.raises(ValueError, match="logits"):
         explainability(torch.randn(2, 3, 1, 5, 7))
+
+
+def test_network_input_size_rounds_to_multiples_of_32():
+    from lesson_lib.models import network_input_size
+
+    assert network_input_size(128, 416) == (128, 416)
+    assert network_input_size(500, 741) == (512, 736)  # nearest multiples
+    assert network_input_size(10, 40) == (32, 32)  # never below one block

@@ -12,7 +12,7 @@ Commands:
 every method of the registry (:mod:`lesson_lib.methods`): a checkpoint or weights file names its
 method. Every option of ``train`` comes from a typed configuration:
 :class:`~lesson_lib.training.TrainConfig` (the loop), the method's own options dataclass and the
-data's (:class:`SyntheticStereoData`). Under ``torchrun`` the same ``train`` command trains on
+data's (:class:`SyntheticData`). Under ``torchrun`` the same ``train`` command trains on
 several processes. A wrong argument ends with one line ``error: ...`` and exit status 2.
 """
 
@@ -32,12 +32,13 @@ import torch
 
 from ..training import CheckpointError, TrainConfig, config_from_args, config_to_argparse, option
 
-__all__ = ["SyntheticStereoData", "SyntheticVideoData", "main", "main_train", "main_evaluate", "main_predict", "main_export"]
+__all__ = ["SyntheticData", "main", "main_train", "main_evaluate", "main_predict", "main_export"]
 
 
 @dataclass
-class SyntheticStereoData:
-    """Which stereo pairs of the synthetic world to train and validate on (appendix A1)."""
+class SyntheticData:
+    """Which worlds of the synthetic world (appendix A1) to train and validate on: their stereo
+    pairs for stereo methods, their video snippets for video methods."""
 
     train_sequences: int = option(200, "training worlds (seeds 0..N-1 of the train split)")
     train_frames: int = option(10, "frames rendered per training world")
@@ -100,28 +101,11 @@ def _load_worlds(split: str, sequences: int, frames: int, size: dict[str, int], 
 # train: one data kind per family of methods
 
 
-@dataclass
-class SyntheticVideoData:
-    """Which video snippets of the synthetic world to train and validate on (appendix A1)."""
-
-    train_sequences: int = option(200, "training worlds (seeds 0..N-1 of the train split)")
-    train_frames: int = option(10, "frames rendered per training world")
-    val_sequences: int = option(8, "validation worlds (seeds 10000..)")
-    val_frames: int = option(5, "frames per validation world")
-    image_height: int = option(128, "rendered image height")
-    image_width: int = option(416, "rendered image width")
-
-    def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
-            if value < (0 if name.startswith("val_") else 1):
-                raise ValueError(f"--{name.replace('_', '-')} must be >= {0 if name.startswith('val_') else 1}, got {value}")
-
-
-DATA_CONFIGS: dict[str, type] = {"stereo": SyntheticStereoData, "video": SyntheticVideoData}
+DATA_CONFIGS: dict[str, type] = {"stereo": SyntheticData, "video": SyntheticData}
 """The options dataclass of the training data each kind of method needs (``Method.data_kind``)."""
 
 
-def _stereo_datasets(data_cfg: SyntheticStereoData, seed: int) -> tuple[Any, Any]:
+def _stereo_datasets(data_cfg: SyntheticData, seed: int) -> tuple[Any, Any]:
     from ..data.synthetic import StereoDataset
 
     size = dict(height=data_cfg.image_height, width=data_cfg.image_width)
@@ -134,7 +118,7 @@ def _stereo_datasets(data_cfg: SyntheticStereoData, seed: int) -> tuple[Any, Any
     return train, val
 
 
-def _video_datasets(data_cfg: SyntheticVideoData, seed: int, snippet_length: int = 3) -> tuple[Any, Any]:
+def _video_datasets(data_cfg: SyntheticData, seed: int, snippet_length: int = 3) -> tuple[Any, Any]:
     from ..data.synthetic import VideoDataset
 
     size = dict(height=data_cfg.image_height, width=data_cfg.image_width)

@@ -49,9 +49,9 @@ from .._validate import check_same_device, check_tensor
 from ..images import downsample, resize
 from ..losses import photometric_error, smoothness
 from ..metrics import depth_metrics
-from ..models import MonodepthNet
+from ..models import MonodepthNet, network_input_size
 from ..stereo import disparity_fraction_to_depth, fraction_to_pixels
-from ..training import Method, StepContext, check_choices, option
+from ..training import Method, NetworkOptions, StepContext, option
 from ..warping import stereo_warp
 
 __all__ = [
@@ -69,7 +69,7 @@ VARIANTS = ("lr", "no_lr", "naive")
 
 
 @dataclass
-class MonodepthConfig:
+class MonodepthConfig(NetworkOptions):
     """The method's own options (the network and the loss); each becomes a command-line option
     of ``python -m lesson_lib train monodepth``."""
 
@@ -92,31 +92,12 @@ class MonodepthConfig:
     input_width: int = option(0, "the network's input width (multiple of 32); 0: the data's own size")
 
     def __post_init__(self) -> None:
-        self.scales = tuple(int(s) for s in self.scales)
-        check_choices(self)
-        if self.encoder_width < 1:
-            raise ValueError(f"MonodepthConfig.encoder_width must be >= 1, got {self.encoder_width}")
-        if (self.input_height == 0) != (self.input_width == 0):
-            raise ValueError("MonodepthConfig: give both input_height and input_width, or neither")
-        for name in ("input_height", "input_width"):
-            v = getattr(self, name)
-            if v < 0 or v % 32:
-                raise ValueError(f"MonodepthConfig.{name} must be 0 or a positive multiple of 32, got {v}")
-        if not self.scales or list(self.scales) != sorted(set(self.scales)) or self.scales[0] != 0 or self.scales[-1] > 3:
-            raise ValueError(f"MonodepthConfig.scales must be increasing, start at 0 and stay <= 3, got {self.scales}")
+        self.check_network_options(nonnegative=("smoothness_weight", "left_right_weight"))
         if not 0 <= self.alpha <= 1:
             raise ValueError(f"MonodepthConfig.alpha must be in [0, 1], got {self.alpha}")
-        for name in ("smoothness_weight", "left_right_weight"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"MonodepthConfig.{name} must be >= 0, got {getattr(self, name)}")
 
     LEGACY_NAMES: ClassVar[dict[str, str]] = {"lr_weight": "left_right_weight"}
     """Old field names still read from weights files written before the rename."""
-
-    @property
-    def input_size(self) -> tuple[int, int] | None:
-        """``(height, width)`` the network runs at, or None for the data's own size."""
-        return (self.input_height, self.input_width) if self.input_height else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,13 +227,6 @@ def post_process(disp: torch.Tensor, disp_flipped: torch.Tensor) -> torch.Tensor
     return r_mask * disp + l_mask * back + (1 - l_mask - r_mask) * mean
 
 
-def _network_size(image: torch.Tensor, size: tuple[int, int] | None) -> tuple[int, int]:
-    if size is not None:
-        return tuple(size)
-    h, w = image.shape[-2:]
-    return (max(32, round(h / 32) * 32), max(32, round(w / 32) * 32))
-
-
 @torch.no_grad()
 def predict_disparity(
     model: nn.Module,
@@ -277,7 +251,7 @@ def predict_disparity(
     was_training = model.training
     model.eval()
     try:
-        x = resize(image.to(param.dtype), _network_size(image, size))
+        x = resize(image.to(param.dtype), size or network_input_size(*image.shape[-2:]))
         disp = model(x)[0][:, channel : channel + 1]
         if post_processing:
             disp = post_process(disp, model(x.flip(-1))[0][:, channel : channel + 1])

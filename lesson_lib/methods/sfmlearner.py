@@ -41,8 +41,8 @@ from ..camera import resize_intrinsics, scale_intrinsics
 from ..images import downsample, resize
 from ..losses import smoothness
 from ..metrics import depth_metrics
-from ..models import DepthDecoder, PoseExpNet, ResNetEncoder, explainability
-from ..training import Method, StepContext, check_choices, option
+from ..models import DepthDecoder, PoseExpNet, ResNetEncoder, explainability, network_input_size
+from ..training import Method, NetworkOptions, StepContext, option
 from ..warping import rigid_warp
 
 __all__ = ["SfMLearnerConfig", "SfMLearnerNet", "SfMLearner", "sfmlearner_loss", "disparity_to_depth"]
@@ -52,7 +52,7 @@ MIN_DISP, DISP_RANGE = 0.01, 10.0
 
 
 @dataclass
-class SfMLearnerConfig:
+class SfMLearnerConfig(NetworkOptions):
     """The method's own options; each becomes a command-line option of ``train sfmlearner``."""
 
     encoder_width: int = option(16, "depth encoder width: 64 is ResNet-18; 16 trains on a CPU")
@@ -66,26 +66,7 @@ class SfMLearnerConfig:
     input_width: int = option(0, "the networks' input width (multiple of 32); 0: the data's own size")
 
     def __post_init__(self) -> None:
-        self.scales = tuple(int(s) for s in self.scales)
-        check_choices(self)
-        if self.encoder_width < 1:
-            raise ValueError(f"SfMLearnerConfig.encoder_width must be >= 1, got {self.encoder_width}")
-        if (self.input_height == 0) != (self.input_width == 0):
-            raise ValueError("SfMLearnerConfig: give both input_height and input_width, or neither")
-        for name in ("input_height", "input_width"):
-            v = getattr(self, name)
-            if v < 0 or v % 32:
-                raise ValueError(f"SfMLearnerConfig.{name} must be 0 or a positive multiple of 32, got {v}")
-        if not self.scales or list(self.scales) != sorted(set(self.scales)) or self.scales[0] != 0 or self.scales[-1] > 3:
-            raise ValueError(f"SfMLearnerConfig.scales must be increasing, start at 0 and stay <= 3, got {self.scales}")
-        for name in ("explainability_weight", "smoothness_weight"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"SfMLearnerConfig.{name} must be >= 0, got {getattr(self, name)}")
-
-    @property
-    def input_size(self) -> tuple[int, int] | None:
-        """``(height, width)`` the networks run at, or None for the data's own size."""
-        return (self.input_height, self.input_width) if self.input_height else None
+        self.check_network_options(nonnegative=("explainability_weight", "smoothness_weight"))
 
 
 def disparity_to_depth(sigmoid_output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -228,7 +209,7 @@ class SfMLearner(Method):
         was_training = net.training
         net.eval()
         try:
-            size = self.config.input_size or tuple(max(32, round(x / 32) * 32) for x in image.shape[-2:])
+            size = self.config.input_size or network_input_size(*image.shape[-2:])
             x = resize(image.float(), size)
             disp = net.depth(x)[0]
             if post_processing:

@@ -30,7 +30,7 @@ Conventions (shared by the whole course):
 - :mod:`~lesson_lib.models.pose`     -- :class:`PoseNet`, SfMLearner's :class:`PoseExpNet` and its mask
 """
 
-from .common import DIVISOR, count_parameters
+from .common import DIVISOR, count_parameters, network_input_size
 from .depth import DepthDecoder, MonodepthNet, default_decoder_channels
 from .encoders import BasicBlock, ResNetEncoder
 from .pose import PoseExpNet, PoseNet, explainability
@@ -46,4 +46,5 @@ __all__ = [
     "PoseExpNet",
     "explainability",
     "count_parameters",
+    "network_input_size",
 ]

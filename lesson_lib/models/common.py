@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from .._validate import check_tensor
 
-__all__ = ["DIVISOR", "check_image", "check_feature_map", "count_parameters"]
+__all__ = ["DIVISOR", "check_image", "check_feature_map", "count_parameters", "network_input_size"]
 
 DIVISOR = 32
 """``H`` and ``W`` of every network input must be multiples of this (five halvings)."""
@@ -53,3 +53,9 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     freezing an encoder).
     """
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def network_input_size(height: int, width: int) -> tuple[int, int]:
+    """The nearest size with both sides multiples of :data:`DIVISOR` (at least one DIVISOR):
+    where a network runs an image of another size (predictions are resized back)."""
+    return (max(DIVISOR, round(height / DIVISOR) * DIVISOR), max(DIVISOR, round(width / DIVISOR) * DIVISOR))

@@ -24,7 +24,7 @@ from .checkpoints import (
     load_weights_into,
     save_checkpoint,
 )
-from .config import TrainConfig, check_choices, config_from_args, config_to_argparse, config_to_argv, option
+from .config import NetworkOptions, TrainConfig, check_choices, config_from_args, config_to_argparse, config_to_argv, option
 from .data import EpochSampler, move_to
 from .distributed import distributed_env, pick_device
 from .logs import read_log
@@ -40,6 +40,7 @@ __all__ = [
     "CheckpointNotFoundError",
     "EpochSampler",
     "Method",
+    "NetworkOptions",
     "StepContext",
     "TrainConfig",
     "Trainer",

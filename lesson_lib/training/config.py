@@ -22,6 +22,7 @@ __all__ = [
     "TRAJECTORY_FIELDS",
     "option",
     "check_choices",
+    "NetworkOptions",
     "config_to_argparse",
     "config_from_args",
     "config_to_argv",
@@ -42,6 +43,44 @@ def check_choices(config: Any) -> None:
             raise ValueError(
                 f"{type(config).__name__}.{f.name} must be one of {tuple(choices)}, got {getattr(config, f.name)!r}"
             )
+
+
+class NetworkOptions:
+    """What the options dataclasses of the depth methods share (Monodepth, SfMLearner, ...):
+    ``encoder_width``, ``scales`` and the network input size ``input_height`` /
+    ``input_width`` (0: the data's own size). Mix it into the dataclass and call
+    :meth:`check_network_options` from its ``__post_init__``."""
+
+    encoder_width: int
+    scales: tuple[int, ...]
+    input_height: int
+    input_width: int
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """``(height, width)`` the networks run at, or None for the data's own size."""
+        return (self.input_height, self.input_width) if self.input_height else None
+
+    def check_network_options(self, nonnegative: tuple[str, ...] = ()) -> None:
+        """Normalise ``scales`` and check the shared fields (and the named weights are >= 0);
+        ``ValueError`` naming the class and the field."""
+        name = type(self).__name__
+        self.scales = tuple(int(s) for s in self.scales)
+        check_choices(self)
+        if self.encoder_width < 1:
+            raise ValueError(f"{name}.encoder_width must be >= 1, got {self.encoder_width}")
+        if (self.input_height == 0) != (self.input_width == 0):
+            raise ValueError(f"{name}: give both input_height and input_width, or neither")
+        for field_name in ("input_height", "input_width"):
+            v = getattr(self, field_name)
+            if v < 0 or v % 32:
+                raise ValueError(f"{name}.{field_name} must be 0 or a positive multiple of 32, got {v}")
+        s = self.scales
+        if not s or list(s) != sorted(set(s)) or s[0] != 0 or s[-1] > 3:
+            raise ValueError(f"{name}.scales must be increasing, start at 0 and stay <= 3, got {s}")
+        for field_name in nonnegative:
+            if not getattr(self, field_name) >= 0:
+                raise ValueError(f"{name}.{field_name} must be >= 0, got {getattr(self, field_name)}")
 
 
 @dataclass
