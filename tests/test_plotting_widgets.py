@@ -359,3 +359,31 @@ def test_flow_legend_matches_flow_to_rgb():
     down = flow_to_rgb(np.array([[[0.0]], [[2.0]]]), max_flow=2.0)[0, 0]
     assert np.allclose(wheel[20, 40], right) and np.allclose(wheel[40, 20], down)
     assert not np.allclose(right, down)
+
+
+def test_show_maps_greys_out_each_maps_mask():
+    from lesson_lib.course.plotting import show_maps
+
+    d = np.linspace(1, 5, 96).reshape(8, 12)
+    valid = np.ones((8, 12), bool)
+    valid[0, :3] = False
+    fig = show_maps([d, d], ["disparity", "error"], masks=[valid, None], vmin=1.0, vmax=5.0)
+    first, second = (a.get_images()[0].get_array() for a in fig.axes if a.get_images() and a.get_label() != "<colorbar>")
+    assert np.ma.getmaskarray(first)[0, :3].all() and not np.ma.getmaskarray(first)[1:].any()
+    assert not np.ma.getmaskarray(second).any()
+    with pytest.raises(ValueError, match="1 masks"):
+        show_maps([d, d], ["disparity", "error"], masks=[valid])
+
+
+def test_similarity_maps_span_minus_one_to_one_with_their_own_colour_map():
+    """SSIM and its structure term lie in [-1, 1]: drawn on that range they keep negative values
+    (not clipped to 0), in a colour map that no distance or error map uses."""
+    from lesson_lib.course.plotting import QUANTITIES, show_map
+
+    used = {QUANTITIES[q].cmap for q in ("depth", "disparity", "error", "loss")}
+    assert QUANTITIES["similarity"].cmap not in used
+    s = np.array([[-0.8, 0.0, 1.0]])
+    fig, ax = plt.subplots()
+    bar = show_map(ax, s, "similarity", vmin=-1.0, vmax=1.0)
+    assert (bar.vmin, bar.vmax) == (-1.0, 1.0)
+    assert bar.ax.get_ylabel() == "similarity, 1 = identical, 0 white"

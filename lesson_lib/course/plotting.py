@@ -41,11 +41,15 @@ QUANTITIES: dict[str, Quantity] = {
     "inverse_depth": Quantity("magma", "1/m", "near = bright"),
     "error": Quantity("viridis", "m", "larger = brighter"),
     "loss": Quantity("viridis", "", "larger = brighter"),
+    "similarity": Quantity("RdBu", "", "1 = identical, 0 white"),
+    "weight": Quantity("gray", "", "1 = white"),
     "mask": Quantity("gray", "", "1 = white"),
 }
 """One colour convention for the whole course. Depth and disparity both show **near as bright**
 (depth with the reversed magma, disparity with magma), so a colour means the same distance in
-either; errors and losses use viridis, which no distance map uses. Optical flow is drawn with
+either; errors and losses use viridis, which no distance map uses; similarities (SSIM and its
+terms: 1 for identical patches, down to -1) use the diverging RdBu on [-1, 1], white at 0, red
+below, so a negative value stands out; weights and masks are grey. Optical flow is drawn with
 :func:`flow_to_rgb` and explained by :func:`flow_legend`."""
 
 
@@ -177,17 +181,22 @@ def show_maps(
     units: Sequence[str | None] | None = None,
     vmin: float | Sequence[float | None] | None = None,
     vmax: float | Sequence[float | None] | None = None,
+    masks: Sequence[torch.Tensor | np.ndarray | None] | None = None,
     ncols: int | None = None,
     width: float = 4.0,
 ) -> Figure:
     """Maps side by side, each with its colour bar and unit (:func:`show_map`); a ``None``
     quantity shows an image (RGB or grey) as it is. ``units``, ``vmin``, ``vmax`` may be given
-    per map. Returns the figure."""
+    per map; ``masks`` (one per map, or ``None``) greys out the pixels outside each map's mask.
+    Returns the figure."""
     n = len(maps)
     if len(quantities) != n or (titles is not None and len(titles) != n):
         raise ValueError(f"got {n} maps, {len(quantities)} quantities and {len(titles or [])} titles")
     per = lambda v: list(v) if isinstance(v, (list, tuple)) else [v] * n  # noqa: E731
     units_, lo, hi = per(units), per(vmin), per(vmax)
+    masks_ = [None] * n if masks is None else list(masks)
+    if len(masks_) != n:
+        raise ValueError(f"got {n} maps and {len(masks_)} masks")
     ncols = ncols or n
     nrows = (n + ncols - 1) // ncols
     first = to_numpy_image(maps[0])
@@ -204,7 +213,7 @@ def show_maps(
             if title is not None:
                 ax.set_title(title)
         else:
-            show_map(ax, maps[i], quantities[i], unit=units_[i], vmin=lo[i], vmax=hi[i], title=title)
+            show_map(ax, maps[i], quantities[i], unit=units_[i], vmin=lo[i], vmax=hi[i], mask=masks_[i], title=title)
     fig.tight_layout()
     return fig
 
@@ -216,6 +225,7 @@ def flow_legend(ax, max_flow: float = 1.0, size: int = 101, unit: str = "px"):
     u, v = np.meshgrid(r, r)
     rgb = flow_to_rgb(np.stack([u, v]), valid=np.hypot(u, v) <= max_flow, max_flow=max_flow)
     ax.imshow(rgb, extent=(-max_flow, max_flow, max_flow, -max_flow))
+    ax.grid(False)
     ax.set_xlabel(f"u ({unit})")
     ax.set_ylabel(f"v ({unit})")
     ax.set_title("flow colour wheel", fontsize=9)
