@@ -34,6 +34,7 @@ snippets, :func:`ate_snippets` (SfMLearner's ATE-5), from camera positions that
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -47,6 +48,7 @@ __all__ = [
     "image_depth_errors",
     "average_metrics",
     "garg_crop_mask",
+    "depth_edges",
     "format_metrics",
     "epe_bad",
     "camera_positions",
@@ -96,6 +98,40 @@ def garg_crop_mask(height: int, width: int, device: torch.device | str = "cpu") 
     c0, c1 = int(0.03594771 * width), int(0.96405229 * width)
     mask[..., r0:r1, c0:c1] = True
     return mask
+
+
+def depth_edges(depth: torch.Tensor, ratio: float = 1.1, radius: int = 2) -> torch.Tensor:
+    """Pixels near a depth discontinuity (chapter 06): within ``radius`` pixels (a square
+    neighbourhood) of two 4-neighbours whose depths differ by more than the factor ``ratio``.
+
+    Args:
+        depth: ``(B, 1, H, W)`` depth in metres, ``<= 0`` where unknown (no edge is drawn to or
+            from an unknown pixel).
+        ratio: the jump that counts as an edge, ``> 1`` (1.1: a 10 % jump).
+        radius: how far the band reaches from the jump, ``>= 0`` pixels.
+
+    Returns:
+        ``(B, 1, H, W)`` bool, true near an edge.
+    """
+    check_tensor(depth, "depth", ("B", 1, "H", "W"))
+    if not ratio > 1:
+        raise ValueError(f"ratio must be > 1, got {ratio}")
+    if radius < 0 or int(radius) != radius:
+        raise ValueError(f"radius must be an int >= 0, got {radius}")
+    known = depth > 0
+    z = depth.clamp(min=1e-6).log()
+    limit = math.log(ratio)
+    jump = torch.zeros_like(known)
+    dx = ((z[..., :, 1:] - z[..., :, :-1]).abs() > limit) & known[..., :, 1:] & known[..., :, :-1]
+    dy = ((z[..., 1:, :] - z[..., :-1, :]).abs() > limit) & known[..., 1:, :] & known[..., :-1, :]
+    jump[..., :, 1:] |= dx
+    jump[..., :, :-1] |= dx
+    jump[..., 1:, :] |= dy
+    jump[..., :-1, :] |= dy
+    if radius == 0:
+        return jump
+    k = 2 * int(radius) + 1
+    return torch.nn.functional.max_pool2d(jump.float(), k, stride=1, padding=int(radius)) > 0
 
 
 def depth_metrics(

@@ -256,3 +256,38 @@ def test_precision_recall_known_answers():
     assert r["precision"] == pytest.approx(2 / 3) and r["recall"] == pytest.approx(2 / 3)
     r = precision_recall(torch.zeros(3, dtype=torch.bool), torch.tensor([1, 0, 0], dtype=torch.bool))
     assert math.isnan(r["precision"]) and r["recall"] == 0.0
+
+
+def test_depth_edges_band_around_a_step():
+    from lesson_lib.metrics import depth_edges
+
+    depth = torch.full((1, 1, 9, 12), 20.0)
+    depth[..., 5:] = 10.0  # a vertical edge between columns 4 and 5
+    for radius, cols in ((0, [4, 5]), (1, [3, 4, 5, 6]), (2, [2, 3, 4, 5, 6, 7])):
+        edges = depth_edges(depth, ratio=1.1, radius=radius)
+        assert edges.dtype == torch.bool
+        assert edges[0, 0].any(0).nonzero().flatten().tolist() == cols
+        assert edges[0, 0, :, cols].all()
+    # a 5 % jump is not an edge at ratio 1.1, a 20 % one is
+    smooth = torch.full((1, 1, 6, 6), 10.0)
+    smooth[..., 3:] = 10.5
+    assert not depth_edges(smooth, ratio=1.1).any()
+    assert depth_edges(smooth, ratio=1.04).any()
+
+
+def test_depth_edges_ignore_unknown_pixels():
+    from lesson_lib.metrics import depth_edges
+
+    depth = torch.full((1, 1, 6, 8), 10.0)
+    depth[..., :3, :] = 0.0  # sky: no ground truth, no edge against it
+    assert not depth_edges(depth).any()
+
+
+@pytest.mark.parametrize("kwargs, match", [({"ratio": 1.0}, "ratio"), ({"radius": -1}, "radius"), ({"radius": 1.5}, "radius")])
+def test_depth_edges_bad_arguments(kwargs, match):
+    from lesson_lib.metrics import depth_edges
+
+    with pytest.raises(ValueError, match=match):
+        depth_edges(torch.ones(1, 1, 4, 4), **kwargs)
+    with pytest.raises(ValueError, match="depth"):
+        depth_edges(torch.ones(4, 4))
