@@ -15,6 +15,8 @@ The maths, by chapter
 - :mod:`lesson_lib.matching`   -- cost volumes, census, winner-take-all, the left-right check (chapter 05)
 - :mod:`lesson_lib.stereo_opt` -- stereo by optimisation, coarse to fine (chapter 05)
 - :mod:`lesson_lib.metrics`    -- depth metrics, median scaling, EPE / bad-pixel rates (chapters 05, 06, 10)
+- :mod:`lesson_lib.twoview`    -- epipolar geometry: the 8-point algorithm, RANSAC, pose from E,
+  triangulation (chapter 08; chapter 09 trains with it)
 - :mod:`lesson_lib.evaluation` -- the evaluation protocol every method is measured with (06-11)
 
 What grows by paper or network

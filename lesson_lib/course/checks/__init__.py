@@ -46,6 +46,12 @@ from .ch06_monodepth import (
     check_left_right_term,
     check_post_process,
 )
+from .ch08_twoview import (
+    check_normalising_transform,
+    check_rank2_projection,
+    check_in_front,
+    check_midpoint,
+)
 from .a1_world import check_ray_box
 
 __all__ = [
@@ -71,5 +77,9 @@ __all__ = [
     "check_wta_subpixel",
     "check_left_right_term",
     "check_post_process",
+    "check_normalising_transform",
+    "check_rank2_projection",
+    "check_in_front",
+    "check_midpoint",
     "check_ray_box",
 ]
