@@ -202,6 +202,18 @@ def essential_from_fundamental(F: torch.Tensor, K1: torch.Tensor, K2: torch.Tens
     return E[0] if unbatched else E
 
 
+def _points_and_pose(X: torch.Tensor, name: str, R: torch.Tensor, t: torch.Tensor):
+    """``X`` ``(N, 3)`` or ``(B, N, 3)`` as a batch, with ``R`` and ``t`` batched to match and in
+    its dtype: ``(X (B, N, 3), R (B, 3, 3), t (B, 3), unbatched)``."""
+    check_tensor(X, name)
+    if X.ndim not in (2, 3) or X.shape[-1] != 3:
+        raise ValueError(f"{name}: expected shape (N, 3) or (B, N, 3), got {tuple(X.shape)}")
+    unbatched = X.ndim == 2
+    X_ = X[None] if unbatched else X
+    b = X_.shape[0]
+    return X_, _matrices(R, "R", b).to(X_.dtype), _vectors(t, "t", b).to(X_.dtype), unbatched
+
+
 @float32_geometry
 def project_pair(
     X1: torch.Tensor, K1: torch.Tensor, K2: torch.Tensor, R: torch.Tensor, t: torch.Tensor
@@ -212,13 +224,8 @@ def project_pair(
     Returns ``(p1, p2)``, each of ``X1``'s layout with 2 coordinates. Points must be in front of
     both cameras (``z > 0``), else ``ValueError``.
     """
-    check_tensor(X1, "X1")
-    if X1.ndim not in (2, 3) or X1.shape[-1] != 3:
-        raise ValueError(f"X1: expected shape (N, 3) or (B, N, 3), got {tuple(X1.shape)}")
-    unbatched = X1.ndim == 2
-    X = X1[None] if unbatched else X1
+    X, R_, t_, unbatched = _points_and_pose(X1, "X1", R, t)
     b = X.shape[0]
-    R_, t_ = _matrices(R, "R", b).to(X.dtype), _vectors(t, "t", b).to(X.dtype)
     X2 = X @ R_.mT + t_[:, None]
     if value_checks_enabled() and not bool(((X[..., 2] > 0) & (X2[..., 2] > 0)).all()):
         raise ValueError("project_pair: every point must be in front of both cameras (z > 0)")
@@ -846,13 +853,7 @@ def in_front(R: torch.Tensor, t: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
     camera 1's frame, lie in front of **both** cameras: ``z1 > 0`` and ``z2 > 0`` with
     ``X2 = R X1 + t``. Returns ``(N,)`` or ``(B, N)`` bool (strictly in front: a point in a
     camera's own plane, ``z = 0``, is not)."""
-    check_tensor(X, "X")
-    if X.ndim not in (2, 3) or X.shape[-1] != 3:
-        raise ValueError(f"X: expected shape (N, 3) or (B, N, 3), got {tuple(X.shape)}")
-    unbatched = X.ndim == 2
-    X_ = X[None] if unbatched else X
-    b = X_.shape[0]
-    R_, t_ = _matrices(R, "R", b).to(X_.dtype), _vectors(t, "t", b).to(X_.dtype)
+    X_, R_, t_, unbatched = _points_and_pose(X, "X", R, t)
     z2 = X_ @ R_[:, 2:3, :].mT + t_[:, None, 2:3]
     ok = (X_[..., 2] > 0) & (z2[..., 0] > 0)
     return ok[0] if unbatched else ok

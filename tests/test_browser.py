@@ -30,19 +30,16 @@ import contextlib
 import io
 import os
 import re
-import secrets
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
 import nbformat
 import numpy as np
 import pytest
+from _jupyterlab import start_lab, stop
 
 pytest.importorskip("jupyterlab", reason="JupyterLab is not installed (extra 'course')")
 
@@ -51,9 +48,6 @@ CHAPTER = "01_stereo_disparity_to_depth.ipynb"
 SLIDER = "disparity d [px]"  # a slider of lesson_lib.course.widgets.stereo_explorer
 NOT_DONE = "not implemented yet"  # what a check prints for an unfinished exercise
 
-LOOPBACK = "127.0.0.1"
-STARTUP_TIMEOUT_S = 120.0
-START_ATTEMPTS = 3  # a fresh port each time, when another process took the chosen one first
 RUN_ALL_TIMEOUT_S = 600.0  # chapter 01 runs in about 20 s; a busy 2-core machine is far slower
 PAGE_TIMEOUT_S = 120.0  # loading JupyterLab, starting a kernel, a redraw
 REQUIRED = os.environ.get("LESSON_LIB_REQUIRE_BROWSER") == "1"
@@ -117,12 +111,6 @@ def screenshots(tmp_path_factory) -> Path:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
-
-
 def _without_outputs(src: Path, dest: Path) -> None:
     nb = nbformat.read(src, as_version=4)
     nb.metadata.pop("widgets", None)
@@ -153,59 +141,12 @@ def lab(tmp_path_factory) -> Iterator[Lab]:
     for name in ("JUPYTER_TOKEN", "MPLBACKEND", "NBGRADER_EXECUTION", "LESSON_LIB_STRICT_CHECKS"):
         env.pop(name, None)  # a student's kernel: inline figures, friendly checks
 
-    token = secrets.token_hex(16)
-    for attempt in range(1, START_ATTEMPTS + 1):
-        port = _free_port()
-        log_path = tmp / f"jupyter-lab-{attempt}.log"
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                [
-                    sys.executable, "-m", "jupyter", "lab", "--no-browser",
-                    f"--ServerApp.ip={LOOPBACK}", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-                    f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-                    "--ServerApp.allow_root=True",
-                    "--LabApp.news_url=None",
-                    "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-                    "--LabApp.extension_manager=readonly",
-                    f"--LabApp.user_settings_dir={tmp / 'settings'}",
-                    f"--LabApp.workspaces_dir={tmp / 'workspaces'}",
-                    f"--NotebookNotary.data_dir={tmp / 'runtime'}",
-                ],
-                cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        server = Lab(f"http://{LOOPBACK}:{port}", token, root, log_path)
-        if _started(server, process):
-            break
-        if attempt == START_ATTEMPTS or "already in use" not in _log(server):
-            pytest.fail(f"jupyter lab did not start (exit code {process.returncode}):\n{_log(server)}")
+    running = start_lab(root, tmp, env, extra=(f"--LabApp.user_settings_dir={tmp / 'settings'}",
+                                               f"--LabApp.workspaces_dir={tmp / 'workspaces'}"))
     try:
-        yield server
+        yield Lab(running.url, running.token, root, running.log_path)
     finally:
-        _stop(process)
-
-
-def _started(server: Lab, process: subprocess.Popen) -> bool:
-    """Wait until the server answers (True), or exits or takes too long (False, stopped)."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while process.poll() is None and time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{server.url}/api/status?token={server.token}", timeout=2).close()
-            return True
-        except OSError:  # connection refused while it starts
-            time.sleep(0.2)
-    _stop(process)
-    return False
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM (the server shuts its kernels down), then SIGKILL if it hangs."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop(running.process)
 
 
 def _log(lab: Lab) -> str:

@@ -27,10 +27,7 @@ import json
 import os
 import re
 import secrets
-import socket
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -38,17 +35,14 @@ from pathlib import Path
 from typing import Iterator, NamedTuple
 
 import pytest
+from _jupyterlab import start_lab, stop
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 PREFERRED_NOTEBOOK = "00_start_here.ipynb"
 WIDGETS_EXTENSION = "@jupyter-widgets/jupyterlab-manager"
 
-LOOPBACK = "127.0.0.1"
-STARTUP_TIMEOUT_S = 120.0  # about 5 s on an idle laptop; a busy CI machine can be far slower
-START_ATTEMPTS = 3  # a fresh port each time, when another process took the chosen one first
 SHUTDOWN_TIMEOUT_S = 20.0
-POLL_INTERVAL_S = 0.2
 REQUEST_TIMEOUT_S = 10.0
 
 pytest.importorskip("jupyterlab", reason="JupyterLab is not installed (extra 'course')")
@@ -71,12 +65,6 @@ class Response(NamedTuple):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
 
 
 def _request(
@@ -121,73 +109,6 @@ def _lab_page_config(html: str) -> dict:
     return json.loads(match.group(1))
 
 
-class _PortTaken(Exception):
-    """The server exited at start because another process listens on its port."""
-
-
-def _wait_until_ready(server: LabServer) -> None:
-    """Poll /api/status until it answers 200; fail with the log otherwise.
-
-    The port is chosen free just before the server starts, but another process may take it in
-    between; then the server exits saying so, and :class:`_PortTaken` is raised to try again.
-    """
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    last_error = "no answer yet"
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            if any(m in _log(server) for m in ("already in use", "no available port")):
-                raise _PortTaken(_log(server))
-            pytest.fail(
-                f"jupyter lab exited with code {server.process.returncode} before "
-                f"answering.\n--- server log ---\n{_log(server)}"
-            )
-        try:
-            reply = _request(server, "/api/status", token=server.token, timeout=2.0)
-            if reply.status == 200:
-                return
-            last_error = f"HTTP {reply.status}"
-        except OSError as error:  # connection refused while it starts
-            last_error = repr(error)
-        time.sleep(POLL_INTERVAL_S)
-    pytest.fail(
-        f"jupyter lab did not answer /api/status within {STARTUP_TIMEOUT_S:.0f} s "
-        f"(last: {last_error}).\n--- server log ---\n{_log(server)}"
-    )
-
-
-def _lab_command(port: int, token: str, notary_dir: Path) -> list[str]:
-    return [
-        sys.executable, "-m", "jupyter", "lab",
-        "--no-browser",
-        f"--ServerApp.ip={LOOPBACK}",
-        f"--ServerApp.port={port}",
-        "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}",
-        f"--ServerApp.root_dir={REPO_ROOT}",
-        # Jupyter refuses to start as root without this; harmless otherwise.
-        "--ServerApp.allow_root=True",
-        # No network at start: no news feed, no update check, no PyPI manager.
-        "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        "--LabApp.extension_manager=readonly",
-        # Opening a notebook writes a signing key and database; keep them in
-        # the temporary directory, not in ~/.local/share/jupyter.
-        f"--NotebookNotary.data_dir={notary_dir}",
-    ]  # fmt: skip
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """Terminate, then kill, a server that is still running."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=5)
-
-
 # --------------------------------------------------------------------------- fixture
 
 
@@ -200,36 +121,15 @@ def lab(tmp_path_factory) -> Iterator[LabServer]:
     failed, or that test was deselected).
     """
     tmp = tmp_path_factory.mktemp("jupyterlab")
-    for name in ("config", "runtime", "notary"):
+    for name in ("config", "runtime"):
         (tmp / name).mkdir()
     env = dict(os.environ)
     env["JUPYTER_CONFIG_DIR"] = str(tmp / "config")
     env["JUPYTER_RUNTIME_DIR"] = str(tmp / "runtime")
     env.pop("JUPYTER_TOKEN", None)  # the token comes from the command line only
-
-    token = secrets.token_hex(16)
-    for attempt in range(1, START_ATTEMPTS + 1):
-        port = _free_loopback_port()
-        log_path = tmp / f"jupyter-lab-{attempt}.log"
-        with open(log_path, "wb") as log_file:
-            process = subprocess.Popen(
-                _lab_command(port, token, tmp / "notary"),
-                cwd=REPO_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        server = LabServer(f"http://{LOOPBACK}:{port}", token, process, log_path)
-        try:
-            _wait_until_ready(server)
-            break
-        except _PortTaken as taken:
-            if attempt == START_ATTEMPTS:
-                pytest.fail(f"port taken by another process {START_ATTEMPTS} times in a row:\n{taken}")
-        except BaseException:
-            _stop(process)
-            raise
+    running = start_lab(REPO_ROOT, tmp, env)
+    server = LabServer(running.url, running.token, running.process, running.log_path)
+    process, token = running.process, running.token
     try:
         yield server
     finally:
@@ -240,7 +140,7 @@ def lab(tmp_path_factory) -> Iterator[LabServer]:
             except (OSError, subprocess.TimeoutExpired):
                 pass
             finally:
-                _stop(process)
+                stop(process)
 
 
 # --------------------------------------------------------------------------- tests
