@@ -104,8 +104,52 @@ def test_second_order_smoothness_known_answers(snippets):
     assert float(terms["smoothness"]) == pytest.approx(2e-4, rel=1e-3)
 
 
+def test_upsampled_multiscale_warps_every_scale_at_full_resolution(snippets):
+    """multiscale="upsample": each scale's disparity is upsampled and warped at full resolution,
+    so a scale whose disparity is the full-resolution map area-reduced and upsampled again gives
+    the full-resolution loss of that upsampled map; the paper's "downsample" compares it with
+    reduced images instead (a different number)."""
+    b = snippets
+    H, W = b["target"].shape[-2:]
+    up = SfMLearnerConfig(mask=False, smoothness_weight=0.0, scales=(0, 2), multiscale="upsample")
+    down = SfMLearnerConfig(mask=False, smoothness_weight=0.0, scales=(0, 2))
+    full = SfMLearnerConfig(mask=False, smoothness_weight=0.0, scales=(0,))
+    outs = _outputs(_true_disp(b))
+    back = torch.nn.functional.interpolate(outs["disp"][2], size=(H, W), mode="bilinear", align_corners=False)
+
+    def vs(outputs, cfg):
+        return float(sfmlearner_loss(outputs, b["target"], b["sources"], b["K"], cfg, T_t_to_s=b["T_t_to_s"])[1]["view_synthesis"])
+
+    as_full = vs(outs, full) + vs({"disp": {0: back}, "poses": None, "logits": None}, full)
+    assert vs(outs, up) == pytest.approx(as_full, rel=1e-5)
+    assert abs(vs(outs, down) - as_full) > 1e-3 * as_full
+    # the mask of a coarse scale is upsampled with its disparity: a constant mask m scales the term by m
+    B, S = b["sources"].shape[:2]
+    logits = {s: torch.stack([torch.zeros(B, S, H >> s, W >> s), torch.full((B, S, H >> s, W >> s), 1.0)], 2)
+              for s in range(4)}
+    masked = SfMLearnerConfig(smoothness_weight=0.0, explainability_weight=0.0, scales=(0, 2), multiscale="upsample")
+    assert vs(_outputs(_true_disp(b), logits), masked) == pytest.approx(as_full / (1 + math.exp(-1.0)), rel=1e-5)
+
+
+def test_normalised_smoothness_does_not_reward_shrinking_the_disparity(snippets):
+    b = snippets
+    B = b["target"].shape[0]
+    H, W = b["target"].shape[-2:]
+    x = torch.arange(W, dtype=torch.float32)
+    quad = (0.1 + 1e-4 * x**2).expand(B, 1, H, W).contiguous()
+    for normalise in (False, True):
+        cfg = SfMLearnerConfig(mask=False, smoothness_weight=1.0, scales=(0,), smoothness_normalize=normalise)
+        one, half = (sfmlearner_loss(_outputs(d), b["target"], b["sources"], b["K"], cfg, T_t_to_s=b["T_t_to_s"])[1]["smoothness"]
+                     for d in (quad, quad / 2))
+        if normalise:  # scale-free: the same for the map and half of it
+            assert float(half) == pytest.approx(float(one), rel=1e-5)
+        else:  # the paper's: halving the disparity halves the penalty
+            assert float(half) == pytest.approx(float(one) / 2, rel=1e-5)
+
+
 def test_config_rejects_bad_values():
-    for bad in ({"n_sources": 3}, {"explainability_weight": -1.0}, {"scales": (1, 2)}, {"input_height": 100, "input_width": 96}):
+    for bad in ({"n_sources": 3}, {"explainability_weight": -1.0}, {"scales": (1, 2)}, {"input_height": 100, "input_width": 96},
+                {"multiscale": "sideways"}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             SfMLearnerConfig(**bad)
 

@@ -25,6 +25,13 @@ view-synthesis term): ``-log E`` pulls it towards "explainable" (``lambda_e = 0.
 the authors' later default is 0). The smoothness is second order (``|d_xx| + |d_yy|``, not
 edge-aware: :func:`~lesson_lib.losses.smoothness` with a flat image), weight ``0.5 / 2^s``;
 SfMLearner's own version adds the cross derivatives.
+
+Two options change the paper's loss (defaults: the paper's): ``multiscale="upsample"`` warps at
+full resolution with every scale's disparity (and mask) upsampled, as monodepth2 does, instead of
+comparing each scale with images reduced to it (on the synthetic world's road the blurred
+coarse scales prefer "far" to the true depth); ``smoothness_normalize=True`` divides the
+disparity by its mean in the smoothness term (Wang et al., CVPR 2018), so the loss no longer
+rewards shrinking the disparity towards its floor.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .._validate import check_tensor
@@ -62,6 +70,11 @@ class SfMLearnerConfig(NetworkOptions):
     explainability_weight: float = option(0.2, "weight of -log(mask), the regulariser towards 'explainable'")
     smoothness_weight: float = option(0.5, "second-order smoothness weight at full scale (divided by 2^s)")
     scales: tuple[int, ...] = option((0, 1, 2, 3), "output scales the loss is summed over")
+    multiscale: str = option("downsample", "downsample: compare each scale with the images reduced to it "
+                             "(paper); upsample: warp at full resolution with every scale's disparity "
+                             "upsampled (monodepth2)", choices=("downsample", "upsample"))
+    smoothness_normalize: bool = option(False, "divide the disparity by its mean in the smoothness term "
+                                        "(Wang et al. 2018), so the loss does not reward shrinking it")
     input_height: int = option(0, "the networks' input height (multiple of 32); 0: the data's own size")
     input_width: int = option(0, "the networks' input width (multiple of 32); 0: the data's own size")
 
@@ -135,15 +148,21 @@ def sfmlearner_loss(
     zero = target.new_zeros(())
     vs_sum, ex_sum, sm_sum, mask_sum = zero, zero, zero, zero
     for s in cfg.scales:
-        disp = outputs["disp"][s].float()
-        check_tensor(disp, f"disp[{s}]", (b, 1, None, None))
+        own = outputs["disp"][s].float()
+        check_tensor(own, f"disp[{s}]", (b, 1, None, None))
+        disp = own
+        if cfg.multiscale == "upsample" and s > 0:  # monodepth2: warp at full resolution
+            disp = F.interpolate(own, size=(H, W), mode="bilinear", align_corners=False)
         h, w = disp.shape[-2:]
         factor = H // h
         tgt = downsample(target, factor)
         src = downsample(sources.flatten(0, 1), factor).reshape(b, n_src, 3, h, w)
         K_s = scale_intrinsics(K, w / W, h / H)
         depth = 1.0 / disp
-        mask = explainability(logits[s].float()) if logits is not None else None  # (B, S, 1, h, w)
+        mask = explainability(logits[s].float()) if logits is not None else None  # (B, S, 1, h_s, w_s)
+        if mask is not None and mask.shape[-2:] != (h, w):
+            mask = F.interpolate(mask.flatten(0, 1), size=(h, w), mode="bilinear",
+                                 align_corners=False).reshape(b, n_src, 1, h, w)
         for j in range(n_src):
             warped, valid = rigid_warp(src[:, j], depth, T_t_to_s[:, j], K_s)
             err = (warped - tgt).abs().mean(dim=1, keepdim=True)
@@ -155,8 +174,8 @@ def sfmlearner_loss(
                 # cross-entropy towards "explainable": -log softmax(logits)[1]
                 ex_sum = ex_sum - torch.log_softmax(logits[s][:, j].float(), dim=1)[:, 1].mean()
                 mask_sum = mask_sum + mask[:, j].mean().detach() / (n_src * len(cfg.scales))
-        flat = torch.zeros_like(disp)  # no image edges: plain (not edge-aware) second-order smoothness
-        sm_sum = sm_sum + smoothness(disp, flat, order=2, normalize=False) / 2**s
+        flat = torch.zeros_like(own)  # no image edges: plain (not edge-aware) second-order smoothness
+        sm_sum = sm_sum + smoothness(own, flat, order=2, normalize=cfg.smoothness_normalize) / 2**s
     loss = vs_sum + cfg.smoothness_weight * sm_sum
     if logits is not None:
         loss = loss + cfg.explainability_weight * ex_sum
