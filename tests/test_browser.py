@@ -33,6 +33,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
@@ -286,6 +287,21 @@ def _figure_png(explorer) -> str:
     return explorer.locator(".widget-output img").first.get_attribute("src") or ""
 
 
+def _settled_figure(explorer, quiet_s: float = 2.0) -> str:
+    """The figure's image once it has stopped changing for ``quiet_s`` (after Run All the
+    output may still be redrawn once on a busy machine); fails after PAGE_TIMEOUT_S."""
+    deadline = time.monotonic() + PAGE_TIMEOUT_S
+    src, since = _figure_png(explorer), time.monotonic()
+    while time.monotonic() - since < quiet_s:
+        if time.monotonic() > deadline:
+            pytest.fail(f"the explorer's figure kept changing for {PAGE_TIMEOUT_S:.0f} s without any input")
+        time.sleep(0.25)
+        now = _figure_png(explorer)
+        if now != src:
+            src, since = now, time.monotonic()
+    return src
+
+
 def _decode(src: str) -> np.ndarray:
     from PIL import Image
 
@@ -304,7 +320,8 @@ def test_moving_a_slider_redraws_the_explorer_figure(chapter, lab, screenshots):
         explorer.locator(".widget-output img").first.wait_for()
         slider = explorer.locator(".widget-slider").filter(has_text=SLIDER)
         readout = slider.locator(".widget-readout")
-        value_before, figure_before = readout.inner_text(), _figure_png(explorer)
+        figure_before = _settled_figure(explorer)
+        value_before = readout.inner_text()
 
         # Left alone, the figure stays as it is: a change below is the slider's doing.
         with pytest.raises(PlaywrightTimeout):
