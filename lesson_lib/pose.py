@@ -30,6 +30,7 @@ __all__ = [
     "matrix_to_euler",
     "axis_angle_to_matrix",
     "matrix_to_axis_angle",
+    "cross_matrix",
     "pose_vector_to_matrix",
     "matrix_to_pose_vector",
     "make_pose",
@@ -87,16 +88,15 @@ def matrix_to_euler(R: torch.Tensor) -> torch.Tensor:
     return torch.stack([rx, ry, rz], dim=-1)
 
 
-def _skew(w: torch.Tensor) -> torch.Tensor:
-    zero = torch.zeros_like(w[:, 0])
-    return torch.stack(
-        [
-            torch.stack([zero, -w[:, 2], w[:, 1]], -1),
-            torch.stack([w[:, 2], zero, -w[:, 0]], -1),
-            torch.stack([-w[:, 1], w[:, 0], zero], -1),
-        ],
-        dim=-2,
-    )
+def cross_matrix(t: torch.Tensor) -> torch.Tensor:
+    """The skew-symmetric matrix ``[t]_x`` ``(..., 3, 3)`` of ``t`` ``(..., 3)``:
+    ``[t]_x v = t x v`` (Rodrigues' formula here; the essential matrix ``[t]_x R`` in chapter 08)."""
+    check_tensor(t, "t")
+    if t.ndim < 1 or t.shape[-1] != 3:
+        raise ValueError(f"t: expected shape (..., 3), got {tuple(t.shape)}")
+    z = torch.zeros_like(t[..., 0])
+    x, y, w = t.unbind(-1)
+    return torch.stack([z, -w, y, w, z, -x, -y, x, z], dim=-1).reshape(*t.shape[:-1], 3, 3)
 
 
 @float32_geometry
@@ -115,7 +115,7 @@ def axis_angle_to_matrix(axis_angle: torch.Tensor) -> torch.Tensor:
     safe = safe2.sqrt()
     a = torch.where(small, 1.0 - theta2 / 6.0, torch.sin(safe) / safe)
     b = torch.where(small, 0.5 - theta2 / 24.0, (1.0 - torch.cos(safe)) / safe2)
-    W = _skew(axis_angle)
+    W = cross_matrix(axis_angle)
     eye = torch.eye(3, dtype=axis_angle.dtype, device=axis_angle.device).expand_as(W)
     return eye + a[:, None, None] * W + b[:, None, None] * (W @ W)
 

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 import torch
 
 from ._validate import check_same_device, check_tensor, float32_geometry, value_checks_enabled
+from .pose import cross_matrix
 
 __all__ = [
     "cross_matrix",
@@ -151,18 +152,6 @@ def _unit_norm_sign(F: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------------------------
 # The constraint
-
-
-@float32_geometry
-def cross_matrix(t: torch.Tensor) -> torch.Tensor:
-    """The skew-symmetric matrix ``[t]_x`` ``(..., 3, 3)`` of ``t`` ``(..., 3)``:
-    ``[t]_x v = t x v`` (chapter 08)."""
-    check_tensor(t, "t")
-    if t.ndim < 1 or t.shape[-1] != 3:
-        raise ValueError(f"t: expected shape (..., 3), got {tuple(t.shape)}")
-    z = torch.zeros_like(t[..., 0])
-    x, y, w = t.unbind(-1)
-    return torch.stack([z, -w, y, w, z, -x, -y, x, z], dim=-1).reshape(*t.shape[:-1], 3, 3)
 
 
 @float32_geometry
