@@ -410,11 +410,13 @@ def test_two_process_ddp_keeps_ranks_identical_and_matches_one_process(tmp_path)
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_mixed_precision_trains_and_resumes(tmp_path):
     data = ToyDataset(64)
-    a = Trainer(ToyMethod(dropout=0.0), cfg(tmp_path / "a", steps=40, device="cuda"), data)
+    # lr 3e-2: at the CPU tests' 1e-2 this toy needs more than 40 steps, and single-batch losses
+    # are noisy, so the first and last five steps are compared (12.5 -> 0.6 on the CPU's fast path).
+    a = Trainer(ToyMethod(dropout=0.0), cfg(tmp_path / "a", steps=40, lr=3e-2, device="cuda"), data)
     assert a.device.type == "cuda" and a.amp_dtype in (torch.bfloat16, torch.float16) and a.channels_last
     a.fit()
     log = read_log(tmp_path / "a" / "log.csv")
-    assert log["loss"][-1] < 0.5 * log["loss"][0]
-    Trainer(ToyMethod(dropout=0.0), cfg(tmp_path / "b", steps=40, device="cuda", stop_at_step=17), data).fit()
-    Trainer(ToyMethod(dropout=0.0), cfg(tmp_path / "b", steps=40, device="cuda", resume=True), data).fit()
+    assert sum(log["loss"][-5:]) < 0.25 * sum(log["loss"][:5])
+    Trainer(ToyMethod(dropout=0.0), cfg(tmp_path / "b", steps=40, lr=3e-2, device="cuda", stop_at_step=17), data).fit()
+    Trainer(ToyMethod(dropout=0.0), cfg(tmp_path / "b", steps=40, lr=3e-2, device="cuda", resume=True), data).fit()
     assert read_log(tmp_path / "b" / "log.csv")["loss"] == pytest.approx(log["loss"], rel=1e-3)
