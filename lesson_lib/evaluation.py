@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._validate import check_tensor
 from .metrics import ate_snippets, average_metrics, camera_positions, depth_metrics
 
 __all__ = [
@@ -35,6 +36,8 @@ __all__ = [
     "paired_bootstrap",
     "snippet_trajectory",
     "evaluate_poses",
+    "chained_poses",
+    "mean_motion_poses",
 ]
 
 TEST_SEQUENCES, TEST_FRAMES = 20, 5
@@ -203,6 +206,52 @@ def snippet_trajectory(T_t_to_s: torch.Tensor, target_index: int) -> torch.Tenso
 
 
 @torch.no_grad()
+def chained_poses(
+    predict_3: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    target: torch.Tensor,
+    sources: torch.Tensor,
+) -> torch.Tensor:
+    """``T_t_to_s (B, 4, 4, 4)`` for 5-frame snippets from a **3-frame** pose predictor, by
+    chaining consecutive motions (chapter 07): with frames ``0..4`` (target 2, ``sources`` =
+    frames ``[0, 1, 3, 4]``), ``T_2_to_1`` and ``T_2_to_3`` come from the snippet centred on 2,
+    ``T_1_to_0`` from the one centred on 1 and ``T_3_to_4`` from the one centred on 3; then
+    ``T_2_to_0 = T_1_to_0 · T_2_to_1`` and ``T_2_to_4 = T_3_to_4 · T_2_to_3``.
+
+    ``predict_3(target (B,3,H,W), sources (B,2,3,H,W)) -> (B, 2, 4, 4)`` (sources in frame
+    order). Each of the three calls has its own unknown scale; ATE's per-snippet scale then
+    absorbs one common factor only, so the chaining is scored as it is."""
+    from .pose import compose_poses
+
+    check_tensor(target, "target", ("B", 3, "H", "W"))
+    check_tensor(sources, "sources", (target.shape[0], 4, 3, target.shape[-2], target.shape[-1]))
+    f0, f1, f3, f4 = sources.unbind(1)
+    mid = predict_3(target, torch.stack([f1, f3], 1))  # T_2_to_1, T_2_to_3
+    left = predict_3(f1, torch.stack([f0, target], 1))[:, 0]  # T_1_to_0
+    right = predict_3(f3, torch.stack([target, f4], 1))[:, 1]  # T_3_to_4
+    for name, T in (("mid", mid), ("left", left), ("right", right)):
+        if T.shape[-2:] != (4, 4):
+            raise ValueError(f"predict_3 must return (B, 2, 4, 4) poses; the {name} call gave {tuple(T.shape)}")
+    T_2_to_0 = compose_poses(mid[:, 0], left)  # first 2 -> 1, then 1 -> 0
+    T_2_to_4 = compose_poses(mid[:, 1], right)
+    return torch.stack([T_2_to_0, mid[:, 0], mid[:, 1], T_2_to_4], dim=1)
+
+
+def mean_motion_poses(dataset: Any) -> torch.Tensor:
+    """The training set's mean motion (chapter 07's second ATE baseline): for every source slot
+    of the snippets of ``dataset`` (items with ``T_t_to_s (S, 4, 4)``), the mean axis-angle
+    rotation and mean translation of the true ``T_t_to_s``, as ``(S, 4, 4)`` float64. A
+    predictor that returns it for every snippet drives "straight on at the average speed"."""
+    from .pose import matrix_to_axis_angle, make_pose, axis_angle_to_matrix
+
+    if len(dataset) == 0:
+        raise ValueError("the dataset is empty")
+    T = torch.stack([dataset[i]["T_t_to_s"].double() for i in range(len(dataset))])  # (N, S, 4, 4)
+    n, n_src = T.shape[:2]
+    r = matrix_to_axis_angle(T[..., :3, :3].reshape(-1, 3, 3)).reshape(n, n_src, 3).mean(0)
+    t = T[..., :3, 3].mean(0)
+    return make_pose(axis_angle_to_matrix(r), t)
+
+
 def evaluate_poses(
     predict_poses: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     dataset: Any,

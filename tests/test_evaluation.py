@@ -281,3 +281,55 @@ def test_evaluate_poses_on_the_synthetic_world():
                            batch_size=len(data))
     still = evaluate_poses(lambda t, s: torch.eye(4).expand(t.shape[0], 4, 4, 4), data)
     assert truth["ate_mean"] < 1e-5 < 0.05 < still["ate_mean"]
+
+
+def _random_trajectory(n_frames=5, seed=0):
+    """Camera-to-world poses of a turning, accelerating drive, and the oracle T_a_to_b."""
+    from lesson_lib.pose import axis_angle_to_matrix, make_pose
+
+    g = torch.Generator().manual_seed(seed)
+    r = torch.randn(n_frames, 3, generator=g, dtype=torch.float64) * 0.1
+    t = torch.cumsum(torch.randn(n_frames, 3, generator=g, dtype=torch.float64) * 0.4 + torch.tensor([0, 0, 1.0], dtype=torch.float64), 0)
+    W = make_pose(axis_angle_to_matrix(r), t)  # camera k -> world
+
+    def T(a, b):  # points of camera a's frame into camera b's frame
+        return torch.linalg.inv(W[b]) @ W[a]
+    return T
+
+
+def test_chained_poses_equal_the_true_five_frame_poses_with_an_exact_3_frame_predictor():
+    from lesson_lib.evaluation import chained_poses
+
+    T = _random_trajectory()
+
+    def oracle(target, sources):
+        # every image is filled with its frame number: the predictor reads which frames it got
+        t = [int(v) for v in target[:, 0, 0, 0]]
+        s = [[int(v) for v in row] for row in sources[:, :, 0, 0, 0]]
+        return torch.stack([torch.stack([T(a, b) for b in bs]) for a, bs in zip(t, s)])
+
+    frames = torch.arange(5, dtype=torch.float64)[:, None, None, None].expand(5, 3, 2, 2)
+    target, sources = frames[2][None], frames[[0, 1, 3, 4]][None]
+    got = chained_poses(oracle, target, sources)
+    want = torch.stack([T(2, b) for b in (0, 1, 3, 4)])[None]
+    torch.testing.assert_close(got, want)
+    # the wrong order of composition (T_2_to_1 . T_1_to_0) is not the same pose on a turning drive
+    assert not torch.allclose(T(2, 1) @ T(1, 0), want[0, 0])
+    with pytest.raises(ValueError, match="sources"):
+        chained_poses(oracle, target, sources[:, :2])
+
+
+def test_mean_motion_poses_known_answer():
+    from lesson_lib.evaluation import mean_motion_poses
+    from lesson_lib.pose import axis_angle_to_matrix, make_pose
+
+    def pose(angle, tz):
+        return make_pose(axis_angle_to_matrix(torch.tensor([[0.0, angle, 0.0]], dtype=torch.float64)),
+                         torch.tensor([[0.0, 0.0, tz]], dtype=torch.float64))[0]
+
+    data = _Snips(torch.stack([torch.stack([pose(0.1, 1.0), pose(-0.1, -1.0)]),
+                               torch.stack([pose(0.3, 3.0), pose(-0.3, -3.0)])]))
+    mean = mean_motion_poses(data)
+    torch.testing.assert_close(mean, torch.stack([pose(0.2, 2.0), pose(-0.2, -2.0)]))
+    with pytest.raises(ValueError, match="empty"):
+        mean_motion_poses(_Snips(torch.zeros(0, 2, 4, 4)))

@@ -436,15 +436,31 @@ def test_initial_disparity_sets_the_untrained_output():
 # --------------------------------------------------------------------------- SfMLearner's PoseExpNet
 
 
-def _expected_posexp_parameters(n_sources):
-    """Counted by hand from the architecture: conv k x k, cin -> cout has k*k*cin*cout + cout."""
-    enc = [(3 * (1 + n_sources), 16, 7), (16, 32, 5), (32, 64, 3), (64, 128, 3), (128, 256, 3), (256, 256, 3), (256, 256, 3)]
-    total = sum(k * k * ci * co + co for ci, co, k in enc)
-    total += 256 * 6 * n_sources + 6 * n_sources  # 1x1 pose prediction
-    dec = [(256, 256), (256, 128), (128, 64), (64, 32), (32, 16)]
+def _expected_posexp_parameters(n_sources, k=1):
+    """Counted by hand from the architecture: conv k x k, cin -> cout has k*k*cin*cout + cout;
+    ``k`` divides every channel count (the ``width`` option: 16 // width)."""
+    enc = [(3 * (1 + n_sources), 16 // k, 7), (16 // k, 32 // k, 5), (32 // k, 64 // k, 3), (64 // k, 128 // k, 3),
+           (128 // k, 256 // k, 3), (256 // k, 256 // k, 3), (256 // k, 256 // k, 3)]
+    total = sum(kk * kk * ci * co + co for ci, co, kk in enc)
+    total += 256 // k * 6 * n_sources + 6 * n_sources  # 1x1 pose prediction
+    dec = [(256 // k, 256 // k), (256 // k, 128 // k), (128 // k, 64 // k), (64 // k, 32 // k), (32 // k, 16 // k)]
     total += sum(9 * ci * co + co for ci, co in dec)  # 3x3 transposed convolutions
-    total += sum(9 * c * 2 * n_sources + 2 * n_sources for c in (128, 64, 32, 16))  # mask heads
+    total += sum(9 * c // k * 2 * n_sources + 2 * n_sources for c in (128, 64, 32, 16))  # mask heads
     return total
+
+
+def test_posexpnet_narrower_widths():
+    from lesson_lib.models import PoseExpNet
+
+    for width, k in ((8, 2), (4, 4)):
+        net = PoseExpNet(n_sources=2, width=width)
+        assert count_parameters(net) == _expected_posexp_parameters(2, k)
+        poses, logits = net(torch.rand(1, 9, 64, 96))
+        assert poses.shape == (1, 2, 6) and logits[0].shape == (1, 2, 2, 64, 96)
+    assert count_parameters(PoseExpNet(2, width=8)) < 0.26 * count_parameters(PoseExpNet(2))
+    for bad in (0, 3, 32):
+        with pytest.raises(ValueError, match="width"):
+            PoseExpNet(2, width=bad)
 
 
 def test_posexpnet_shapes_and_parameter_count():

@@ -149,7 +149,7 @@ def test_normalised_smoothness_does_not_reward_shrinking_the_disparity(snippets)
 
 def test_config_rejects_bad_values():
     for bad in ({"n_sources": 3}, {"explainability_weight": -1.0}, {"scales": (1, 2)}, {"input_height": 100, "input_width": 96},
-                {"multiscale": "sideways"}):
+                {"multiscale": "sideways"}, {"photometric": "l2"}, {"pose_width": 5}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             SfMLearnerConfig(**bad)
 
@@ -230,14 +230,70 @@ def test_commands_train_evaluate_predict_sfmlearner(tmp_path):
             "--val-sequences", "0", "--image-height", "64", "--image-width", "224", "--encoder-width", "8",
             "--no-progress", "--out-dir", tmp_path / "run")
     assert r.returncode == 0, r.stderr
-    r = cli("evaluate", tmp_path / "run" / "latest.pt", "--sequences", "1", "--frames", "5", "--json", tmp_path / "e.json")
+    r = cli("evaluate", tmp_path / "run" / "latest.pt", "--sequences", "1", "--frames", "6", "--motion-sequences", "1",
+            "--json", tmp_path / "e.json")
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "e.json").read_text())
     assert report["method"] == "sfmlearner" and set(report["results"]) == {"median-scaled", "median-scaled + pp"}
-    assert report["ate"]["snippet_length"] == 3 and report["ate"]["model"]["snippets"] == 3
-    assert "ATE-3" in r.stdout and "no-motion baseline" in r.stdout
+    ate = report["ate"]
+    assert ate["snippet_length"] == 5 and ate["chained"] and ate["model"]["snippets"] == 2
+    assert ate["no_motion"]["ate_mean"] > ate["mean_motion"]["ate_mean"] > 0  # the world's car drives on
+    assert "ATE-5" in r.stdout and "no-motion baseline" in r.stdout and "mean-motion baseline" in r.stdout
     imsave(tmp_path / "street.png", skdata.astronaut()[::4, ::4])
     r = cli("predict", tmp_path / "street.png", "--weights", tmp_path / "run" / "latest.pt", "--out", tmp_path / "pred")
     assert r.returncode == 0, r.stderr
     disp = np.load(tmp_path / "pred" / "street_disp.npy")
     assert disp.shape == (128, 128) and np.isfinite(disp).all() and "up to scale" in r.stdout
+
+
+def test_module_predict_depth_and_poses_shapes_direction_and_errors(snippets):
+    from lesson_lib.methods.sfmlearner import predict_depth, predict_poses
+
+    torch.manual_seed(0)
+    net = SfMLearnerNet(SfMLearnerConfig(input_height=64, input_width=224))
+    net.train()
+    depth = predict_depth(net, snippets["target"])
+    assert depth.shape == (3, 1, 128, 416) and bool(torch.isfinite(depth).all()) and bool((depth > 0).all())
+    assert net.training  # left as it was
+    snippet = torch.cat([snippets["target"][:, None], snippets["sources"]], dim=1)  # target first
+    T = predict_poses(net, snippet)
+    assert T.shape == (3, 2, 4, 4)
+    # the direction: the pose network's own 6-vector read with SfMLearner's Euler order, target to source
+    from lesson_lib.images import resize
+    from lesson_lib.pose import pose_vector_to_matrix
+
+    x = resize(snippet.flatten(0, 1), (64, 224)).reshape(3, 3, 3, 64, 224)
+    with torch.no_grad():
+        net.eval()
+        vec, _ = net.pose_net(torch.cat([x[:, 0], x[:, 1:].flatten(1, 2)], dim=1))
+        net.train()
+    torch.testing.assert_close(T, pose_vector_to_matrix(vec.reshape(-1, 6), rotation="euler").reshape(3, 2, 4, 4))
+    with pytest.raises(ValueError, match="snippet"):
+        predict_poses(net, snippet[:, :2])
+    with pytest.raises(ValueError, match="images"):
+        predict_depth(net, snippets["target"][:, :2])
+    with pytest.raises(TypeError, match="SfMLearnerNet"):
+        predict_depth(torch.nn.Linear(2, 2), snippets["target"])
+
+
+def test_ssim_photometric_option_uses_chapter_04s_error(snippets):
+    """photometric='ssim': with one scale and no smoothness, the view-synthesis term is the mean
+    over valid pixels of losses.photometric_error(warped, target) per source; the truth scores
+    lower than a wrong depth; the default stays the paper's L1."""
+    from lesson_lib.losses import photometric_error
+    from lesson_lib.warping import rigid_warp
+
+    disp = _true_disp(snippets)
+    cfg = SfMLearnerConfig(mask=False, photometric="ssim", scales=(0,), smoothness_weight=0.0)
+    _, terms = sfmlearner_loss(_outputs(disp), snippets["target"], snippets["sources"], snippets["K"], cfg,
+                               T_t_to_s=snippets["T_t_to_s"])
+    want = 0.0
+    for j in range(2):
+        warped, valid = rigid_warp(snippets["sources"][:, j], 1 / disp, snippets["T_t_to_s"][:, j], snippets["K"])
+        err = photometric_error(warped, snippets["target"], alpha=0.85)
+        want += float((err * valid).sum() / valid.sum())
+    assert float(terms["view_synthesis"]) == pytest.approx(want, rel=1e-5)
+    _, wrong = sfmlearner_loss(_outputs(disp * 3), snippets["target"], snippets["sources"], snippets["K"], cfg,
+                               T_t_to_s=snippets["T_t_to_s"])
+    assert float(wrong["view_synthesis"]) > 1.5 * want
+    assert SfMLearnerConfig().photometric == "l1"

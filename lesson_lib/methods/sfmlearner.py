@@ -26,7 +26,8 @@ the authors' later default is 0). The smoothness is second order (``|d_xx| + |d_
 edge-aware: :func:`~lesson_lib.losses.smoothness` with a flat image), weight ``0.5 / 2^s``;
 SfMLearner's own version adds the cross derivatives.
 
-Two options change the paper's loss (defaults: the paper's): ``multiscale="upsample"`` warps at
+Three options change the paper's loss (defaults: the paper's): ``photometric="ssim"`` compares
+with chapter 04's ``0.85·(1 - SSIM)/2 + 0.15·L1`` instead of L1 alone; ``multiscale="upsample"`` warps at
 full resolution with every scale's disparity (and mask) upsampled, as monodepth2 does, instead of
 comparing each scale with images reduced to it (on the synthetic world's road the blurred
 coarse scales prefer "far" to the true depth); ``smoothness_normalize=True`` divides the
@@ -47,13 +48,14 @@ from torch import nn
 from .._validate import check_tensor
 from ..camera import resize_intrinsics, scale_intrinsics
 from ..images import downsample, resize
-from ..losses import smoothness
+from ..losses import photometric_error, smoothness
 from ..metrics import depth_metrics
 from ..models import DepthDecoder, PoseExpNet, ResNetEncoder, explainability, network_input_size
 from ..training import Method, NetworkOptions, StepContext, option
 from ..warping import rigid_warp
 
-__all__ = ["SfMLearnerConfig", "SfMLearnerNet", "SfMLearner", "sfmlearner_loss", "disparity_to_depth"]
+__all__ = ["SfMLearnerConfig", "SfMLearnerNet", "SfMLearner", "sfmlearner_loss", "disparity_to_depth",
+           "predict_depth", "predict_poses"]
 
 MIN_DISP, DISP_RANGE = 0.01, 10.0
 """SfMLearner's disparity range: ``disp = 10·sigmoid + 0.01``, depth in ``(1/10.01, 100)``."""
@@ -65,6 +67,8 @@ class SfMLearnerConfig(NetworkOptions):
 
     encoder_width: int = option(16, "depth encoder width: 64 is ResNet-18; 16 trains on a CPU")
     encoder_depth: int = option(18, "depth encoder depth (18 or 34)", choices=(18, 34))
+    pose_width: int = option(16, "pose network width: 16 is the paper's (16..256 channels); 8 a quarter of its "
+                             "parameters (the course's CPU models)", choices=(4, 8, 16))
     n_sources: int = option(2, "source frames per snippet (2: 3-frame snippets, 4: 5-frame)", choices=(2, 4))
     mask: bool = option(True, "predict the explainability mask and weight the view synthesis with it")
     explainability_weight: float = option(0.2, "weight of -log(mask), the regulariser towards 'explainable'")
@@ -75,6 +79,8 @@ class SfMLearnerConfig(NetworkOptions):
                              "upsampled (monodepth2)", choices=("downsample", "upsample"))
     smoothness_normalize: bool = option(False, "divide the disparity by its mean in the smoothness term "
                                         "(Wang et al. 2018), so the loss does not reward shrinking it")
+    photometric: str = option("l1", "l1: the paper's |I_t - I_s<p>|; ssim: 0.85·(1 - SSIM)/2 + 0.15·L1 "
+                              "(chapter 04's error, as Monodepth)", choices=("l1", "ssim"))
     input_height: int = option(0, "the networks' input height (multiple of 32); 0: the data's own size")
     input_width: int = option(0, "the networks' input width (multiple of 32); 0: the data's own size")
 
@@ -100,9 +106,10 @@ class SfMLearnerNet(nn.Module):
 
     def __init__(self, config: SfMLearnerConfig) -> None:
         super().__init__()
+        self.config = config
         self.encoder = ResNetEncoder(depth=config.encoder_depth, width=config.encoder_width, in_channels=3)
         self.decoder = DepthDecoder(self.encoder.channels, scales=(0, 1, 2, 3), out_channels=1)
-        self.pose_net = PoseExpNet(n_sources=config.n_sources, explainability=config.mask)
+        self.pose_net = PoseExpNet(n_sources=config.n_sources, explainability=config.mask, width=config.pose_width)
 
     def depth(self, target: torch.Tensor) -> dict[int, torch.Tensor]:
         """SfMLearner's disparity ``10·sigmoid + 0.01`` at every scale."""
@@ -165,7 +172,10 @@ def sfmlearner_loss(
                                  align_corners=False).reshape(b, n_src, 1, h, w)
         for j in range(n_src):
             warped, valid = rigid_warp(src[:, j], depth, T_t_to_s[:, j], K_s)
-            err = (warped - tgt).abs().mean(dim=1, keepdim=True)
+            if cfg.photometric == "ssim":
+                err = photometric_error(warped, tgt, alpha=0.85)
+            else:
+                err = (warped - tgt).abs().mean(dim=1, keepdim=True)
             weight = valid.to(err.dtype)
             if mask is not None:
                 err = err * mask[:, j]
@@ -275,3 +285,52 @@ class SfMLearner(Method):
         depth = self.predict_depth(model, batch["target"], batch["K"])
         m = depth_metrics(depth, batch["depth"], median_scaling=True)
         return {"abs_rel_median": m["abs_rel"], "a1_median": m["a1"]}
+
+
+def _net(model: nn.Module) -> SfMLearnerNet:
+    net = model.module if hasattr(model, "module") else model
+    if not isinstance(net, SfMLearnerNet):
+        raise TypeError(f"expected an SfMLearnerNet (methods.load_model of SfMLearner weights), got {type(net).__name__}")
+    return net
+
+
+def _same_device(x: torch.Tensor, net: nn.Module, name: str) -> None:
+    device = next(net.parameters()).device
+    if x.device != device:
+        raise ValueError(f"{name} is on {x.device} but the model is on {device}: move one of them (.to(...))")
+
+
+def predict_depth(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Depth ``(B, 1, H, W)`` for ``images (B, 3, H, W)`` in ``[0, 1]``: ``1 / disp``, in metres
+    only up to an unknown scale (monocular: median-scale it before comparing with the truth).
+
+    The images are resized to the network's input size and the depth back to ``(H, W)``; the
+    model is evaluated in eval mode and left as it was."""
+    net = _net(model)
+    check_tensor(images, "images", ("B", 3, "H", "W"))
+    _same_device(images, net, "images")
+    return SfMLearner(net.config).predict_depth(net, images, K=None)
+
+
+@torch.no_grad()
+def predict_poses(model: nn.Module, snippet: torch.Tensor) -> torch.Tensor:
+    """``T_t_to_s (B, S, 4, 4)`` for a snippet ``(B, 1 + S, 3, H, W)``: **target first**, then its
+    ``S`` sources in frame order without the target (for a 3-frame snippet ``[I_t, I_{t-1},
+    I_{t+1}]``; :class:`~lesson_lib.data.VideoDataset`'s ``sources`` order). ``T_t_to_s[:, j]``
+    maps a point in the target camera's frame into source ``j``'s frame; its translation is in
+    the depth network's unknown scale."""
+    net = _net(model)
+    check_tensor(snippet, "snippet", ("B", 1 + net.pose_net.n_sources, 3, "H", "W"))
+    _same_device(snippet, net, "snippet")
+    target, sources = snippet[:, 0], snippet[:, 1:]
+    size = net.config.input_size or network_input_size(*target.shape[-2:])
+    b, n = sources.shape[:2]
+    if tuple(target.shape[-2:]) != tuple(size):
+        target = resize(target.float(), size)
+        sources = resize(sources.flatten(0, 1).float(), size).reshape(b, n, 3, *size)
+    was_training = net.training
+    net.eval()
+    try:
+        return SfMLearner(net.config).predict_poses(net, target, sources)
+    finally:
+        net.train(was_training)

@@ -26,6 +26,10 @@ class PoseNet(nn.Module):
     Frame order in the stack: **target first**, then the sources,
     ``torch.cat([target, source_1, ..., source_{n-1}], dim=1)`` (:meth:`stack`).
 
+    ``width`` divides every layer's channels by ``16 / width``: 16 is the paper's network
+    (2.6 M parameters with the mask branch), 8 a quarter of its parameters (the course's CPU
+    models), 4 a sixteenth.
+
     ``forward(frames)``: ``frames (B, 3 * n_frames, H, W)`` with ``H, W`` multiples of 32
     returns ``(B, n_frames - 1, 6)``: for source ``k`` the vector ``[tx, ty, tz, r1, r2, r3]``
     (translation first) of ``T_t_to_s_k``, the pose that maps 3-D points from the **target**
@@ -99,6 +103,10 @@ class PoseExpNet(nn.Module):
     full resolution), **two logits per source**; :func:`explainability` turns them into the
     mask, the softmax's "explainable" channel (index 1), which equals ``sigmoid(l1 - l0)``.
 
+    ``width`` divides every layer's channels by ``16 / width``: 16 is the paper's network
+    (2.6 M parameters with the mask branch), 8 a quarter of its parameters (the course's CPU
+    models), 4 a sixteenth.
+
     ``forward(frames)``: ``frames (B, 3 * (1 + n_sources), H, W)``, ``H, W`` multiples of 32,
     returns ``(poses (B, n_sources, 6), logits)`` with ``logits = {s: (B, n_sources, 2, H/2^s,
     W/2^s)}``, or ``None`` without the branch.
@@ -107,20 +115,24 @@ class PoseExpNet(nn.Module):
     ENCODER = ((16, 7), (32, 5), (64, 3), (128, 3), (256, 3), (256, 3), (256, 3))
     DECODER = (256, 128, 64, 32, 16)
 
-    def __init__(self, n_sources: int = 2, explainability: bool = True) -> None:
+    def __init__(self, n_sources: int = 2, explainability: bool = True, width: int = 16) -> None:
         super().__init__()
         if n_sources < 1:
             raise ValueError(f"n_sources must be >= 1, got {n_sources}")
-        self.n_sources, self.scale = n_sources, 0.01
-        chans = [3 * (1 + n_sources)] + [c for c, _ in self.ENCODER]
-        self.encoder = nn.ModuleList(_conv(chans[i], c, k, 2) for i, (c, k) in enumerate(self.ENCODER))
+        if width < 1 or width > 16 or 16 % width:
+            raise ValueError(f"width must divide 16 (16: the paper's channels; 8 or 4: narrower), got {width}")
+        self.n_sources, self.scale, self.width = n_sources, 0.01, width
+        k = 16 // width  # every layer's channels divided by k
+        chans = [3 * (1 + n_sources)] + [c // k for c, _ in self.ENCODER]
+        self.encoder = nn.ModuleList(_conv(chans[i], chans[i + 1], k, 2) for i, (_, k) in enumerate(self.ENCODER))
         self.pose_pred = nn.Conv2d(chans[-1], 6 * n_sources, 1)
         self.explainability = explainability
         if explainability:
-            dec = [chans[5], *self.DECODER]
-            self.upconvs = nn.ModuleList(_upconv(dec[i], dec[i + 1]) for i in range(len(self.DECODER)))
+            decoder = [c // k for c in self.DECODER]
+            dec = [chans[5], *decoder]
+            self.upconvs = nn.ModuleList(_upconv(dec[i], dec[i + 1]) for i in range(len(decoder)))
             # masks after the 2nd..5th up-convolution: scales 3, 2, 1, 0
-            self.mask_heads = nn.ModuleDict({str(s): nn.Conv2d(self.DECODER[4 - s], 2 * n_sources, 3, padding=1)
+            self.mask_heads = nn.ModuleDict({str(s): nn.Conv2d(decoder[4 - s], 2 * n_sources, 3, padding=1)
                                              for s in range(4)})
 
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor] | None]:

@@ -46,6 +46,11 @@ from .ch06_monodepth import (
     check_left_right_term,
     check_post_process,
 )
+from .ch07_sfmlearner import (
+    check_source_pixels,
+    check_explainability_loss,
+    check_ate_alignment,
+)
 from .ch08_twoview import (
     check_normalising_transform,
     check_rank2_projection,
@@ -77,6 +82,9 @@ __all__ = [
     "check_wta_subpixel",
     "check_left_right_term",
     "check_post_process",
+    "check_source_pixels",
+    "check_explainability_loss",
+    "check_ate_alignment",
     "check_normalising_transform",
     "check_rank2_projection",
     "check_in_front",
