@@ -38,6 +38,7 @@ __all__ = [
     "evaluate_poses",
     "chained_poses",
     "mean_motion_poses",
+    "evaluate_flow",
 ]
 
 TEST_SEQUENCES, TEST_FRAMES = 20, 5
@@ -206,6 +207,53 @@ def snippet_trajectory(T_t_to_s: torch.Tensor, target_index: int) -> torch.Tenso
 
 
 @torch.no_grad()
+@torch.no_grad()
+def evaluate_flow(
+    predict_flow: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    dataset: Any,
+    *,
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """End-point error of a flow predictor against the world's exact flow (chapter 09), on the
+    snippets of a video dataset with flow (``target``, ``sources``, ``flow``, ``flow_valid``,
+    ``moving``): the flow from the target to the next frame (``sources[:, -1]``).
+
+    ``predict_flow(image1 (B,3,H,W), image2) -> (B, 2, H, W)`` pixels. Returns the EPE over all
+    valid pixels, over static and over moving-object pixels (pooled over the dataset), with the
+    same for the zero-flow baseline, and the number of pixels of each kind."""
+    from torch.utils.data import DataLoader
+
+    from .metrics import flow_epe
+
+    if len(dataset) == 0:
+        raise ValueError("the dataset is empty")
+    sums = {k: 0.0 for k in ("all", "static", "moving", "zero_all", "zero_static", "zero_moving")}
+    counts = {"all": 0, "static": 0, "moving": 0}
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        image1, image2 = batch["target"].to(device), batch["sources"][:, -1].to(device)
+        gt, valid = batch["flow"].to(device), batch["flow_valid"].to(device).bool()
+        pred = predict_flow(image1, image2).to(device)
+        if pred.shape != gt.shape:
+            raise ValueError(f"predict_flow gave {tuple(pred.shape)}, expected {tuple(gt.shape)}")
+        moving = batch["moving"].to(device).bool()
+        for kind, m in (("all", valid), ("static", valid & ~moving), ("moving", valid & moving)):
+            n = int(m.sum())
+            if n == 0:
+                continue
+            counts[kind] += n
+            sums[kind] += flow_epe(pred, gt, m) * n
+            sums["zero_" + kind] += flow_epe(torch.zeros_like(gt), gt, m) * n
+    if counts["all"] == 0:
+        raise ValueError("the dataset has no pixel with a valid flow")
+    out: dict[str, float] = {}
+    for kind, n in counts.items():
+        out[f"epe_{kind}"] = sums[kind] / n if n else float("nan")
+        out[f"zero_flow_epe_{kind}"] = sums["zero_" + kind] / n if n else float("nan")
+        out[f"pixels_{kind}"] = n
+    return out
+
+
 def chained_poses(
     predict_3: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     target: torch.Tensor,

@@ -45,6 +45,7 @@ __all__ = [
     "METRIC_NAMES",
     "LOWER_IS_BETTER",
     "depth_metrics",
+    "flow_epe",
     "image_depth_errors",
     "average_metrics",
     "garg_crop_mask",
@@ -264,6 +265,30 @@ def epe_bad(
     if not bool(torch.isfinite(err).all()):
         raise ValueError("pred or gt contains inf or NaN on the evaluated pixels")
     return float(err.mean()), float((err > threshold).double().mean())
+
+
+def flow_epe(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor | None = None) -> float:
+    """End-point error of optical flow (chapter 09): the mean over the ``valid`` pixels of the
+    Euclidean length of ``pred - gt``, in pixels (float64).
+
+    Args:
+        pred, gt: ``(B, 2, H, W)`` flows in pixels.
+        valid: optional ``(B, 1, H, W)`` bool, the pixels with a true flow.
+
+    Raises:
+        ValueError: shapes differ, ``valid`` selects no pixel, or an evaluated pixel is inf or NaN.
+    """
+    dims = check_tensor(pred, "pred", ("B", 2, "H", "W"))
+    check_tensor(gt, "gt", ("B", 2, "H", "W"), dims=dims)
+    err = (pred.detach().double() - gt.detach().double()).norm(dim=1, keepdim=True)
+    if valid is not None:
+        check_tensor(valid, "valid", ("B", 1, "H", "W"), dims=dims, floating=False)
+        err = err[valid.bool()]
+    if err.numel() == 0:
+        raise ValueError("valid selects no pixel")
+    if not bool(torch.isfinite(err).all()):
+        raise ValueError("pred or gt contains inf or NaN on the evaluated pixels")
+    return float(err.mean())
 
 
 def camera_positions(T_ref_to_cam: torch.Tensor) -> torch.Tensor:

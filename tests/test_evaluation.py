@@ -333,3 +333,17 @@ def test_mean_motion_poses_known_answer():
     torch.testing.assert_close(mean, torch.stack([pose(0.2, 2.0), pose(-0.2, -2.0)]))
     with pytest.raises(ValueError, match="empty"):
         mean_motion_poses(_Snips(torch.zeros(0, 2, 4, 4)))
+
+
+def test_evaluate_flow_known_answers():
+    from lesson_lib.data.synthetic import VideoDataset, load_split
+    from lesson_lib.evaluation import evaluate_flow
+
+    data = VideoDataset(load_split("test", 1, 4, progress=False), 3, flow=True, skip_static=False)
+    truth = torch.stack([data[i]["flow"] for i in range(len(data))])
+    exact = evaluate_flow(lambda a, b: truth[: a.shape[0]], data, batch_size=len(data))
+    assert exact["epe_all"] == 0.0 and exact["pixels_all"] == exact["pixels_static"] + exact["pixels_moving"]
+    zero = evaluate_flow(lambda a, b: torch.zeros_like(truth[: a.shape[0]]), data, batch_size=len(data))
+    assert zero["epe_all"] == pytest.approx(zero["zero_flow_epe_all"]) and zero["epe_all"] > 0.5
+    with pytest.raises(ValueError, match="expected"):
+        evaluate_flow(lambda a, b: truth[: a.shape[0], :1], data, batch_size=len(data))

@@ -384,8 +384,8 @@ def test_load_model_of_an_unknown_method_names_the_path(monodepth_run):
     tmp, _ = monodepth_run
     state = load_checkpoint(tmp / "run" / "latest.pt")
     path = tmp / "other_method.pt"
-    save_checkpoint(path, {**state, "method": "trianflow"})
-    with pytest.raises(CheckpointError, match=r"is a model of method 'trianflow'.*available: .*monodepth") as e:
+    save_checkpoint(path, {**state, "method": "monodepth3"})
+    with pytest.raises(CheckpointError, match=r"is a model of method 'monodepth3'.*available: .*monodepth") as e:
         load_model(path)
     assert str(path) in str(e.value)
-    assert "trianflow" not in methods.available()
+    assert "monodepth3" not in methods.available()

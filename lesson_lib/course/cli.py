@@ -101,7 +101,7 @@ def _load_worlds(split: str, sequences: int, frames: int, size: dict[str, int], 
 # train: one data kind per family of methods
 
 
-DATA_CONFIGS: dict[str, type] = {"stereo": SyntheticData, "video": SyntheticData}
+DATA_CONFIGS: dict[str, type] = {"stereo": SyntheticData, "video": SyntheticData, "video_flow": SyntheticData}
 """The options dataclass of the training data each kind of method needs (``Method.data_kind``)."""
 
 
@@ -118,7 +118,7 @@ def _stereo_datasets(data_cfg: SyntheticData, seed: int) -> tuple[Any, Any]:
     return train, val
 
 
-def _video_datasets(data_cfg: SyntheticData, seed: int, snippet_length: int = 3) -> tuple[Any, Any]:
+def _video_datasets(data_cfg: SyntheticData, seed: int, snippet_length: int = 3, val_flow: bool = False) -> tuple[Any, Any]:
     from ..data.synthetic import VideoDataset
 
     size = dict(height=data_cfg.image_height, width=data_cfg.image_width)
@@ -127,11 +127,17 @@ def _video_datasets(data_cfg: SyntheticData, seed: int, snippet_length: int = 3)
     val = None
     if data_cfg.val_sequences and data_cfg.val_frames:
         val = VideoDataset(_load_worlds("val", data_cfg.val_sequences, data_cfg.val_frames, size, "validation data"),
-                           snippet_length, augment=False, flow=False)
+                           snippet_length, augment=False, flow=val_flow)
     return train, val
 
 
-DATASETS: dict[str, Callable[..., tuple[Any, Any]]] = {"stereo": _stereo_datasets, "video": _video_datasets}
+def _video_flow_datasets(data_cfg: SyntheticData, seed: int) -> tuple[Any, Any]:
+    """Video snippets whose validation items carry the world's exact flow (flow methods)."""
+    return _video_datasets(data_cfg, seed, val_flow=True)
+
+
+DATASETS: dict[str, Callable[..., tuple[Any, Any]]] = {"stereo": _stereo_datasets, "video": _video_datasets,
+                                                       "video_flow": _video_flow_datasets}
 
 
 def _train_parser(name: str) -> argparse.ArgumentParser:
@@ -231,6 +237,8 @@ def main_evaluate(argv: list[str]) -> int:
     except (CheckpointError, FileNotFoundError, ValueError) as exc:
         return _fail(str(exc))
     size = {}
+    if getattr(method, "data_kind", "") == "video_flow":  # a flow network (TrianFlow's first stage)
+        return _evaluate_flow(model, method, ns, size, device)
     data = StereoDataset(_load_worlds(ns.split, ns.sequences, ns.frames, size, f"{ns.split} split"), augment=False)
     t0 = time.perf_counter()
     results = evaluate_model(model, method, data, batch_size=ns.batch_size)
@@ -285,6 +293,28 @@ def main_evaluate(argv: list[str]) -> int:
     return 0
 
 
+def _evaluate_flow(model: Any, method: Any, ns: argparse.Namespace, size: dict[str, int], device: torch.device) -> int:
+    from ..data.synthetic import VideoDataset
+    from ..evaluation import evaluate_flow
+    from ..methods.trianflow import predict_flow
+
+    data = VideoDataset(_load_worlds(ns.split, ns.sequences, ns.frames, size, f"{ns.split} split"), 3,
+                        skip_static=False, flow=True)
+    if len(data) == 0:
+        return _fail(f"no 3-frame snippet in {ns.frames} frames per world: use --frames 3 or more")
+    t0 = time.perf_counter()
+    r = evaluate_flow(lambda a, b: predict_flow(model, a, b), data, batch_size=ns.batch_size, device=device)
+    print(f"{ns.weights}: {_describe(method)}, flow of {len(data)} frame pairs of the {ns.split} split, "
+          f"{time.perf_counter() - t0:.1f} s on {device}")
+    print(f"{'EPE (px)':<18}{'all':>10}{'static':>10}{'moving':>10}")
+    for label, key in (("model", "epe"), ("zero flow", "zero_flow_epe")):
+        print(f"{label:<18}" + "".join(f"{r[f'{key}_{k}']:10.3f}" for k in ("all", "static", "moving")))
+    if ns.json:
+        report = {"weights": str(ns.weights), "method": method.name, "split": ns.split, "pairs": len(data), "flow": r}
+        Path(ns.json).write_text(json.dumps(report, indent=2))
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 # predict
 
@@ -322,6 +352,8 @@ def main_predict(argv: list[str]) -> int:
         return _fail(str(exc))
     out = Path(ns.out)
     out.mkdir(parents=True, exist_ok=True)
+    if getattr(method, "data_kind", "") == "video_flow":  # a flow network: consecutive images are pairs
+        return _predict_flow(model, ns.images, out, device)
     for f in ns.images:
         try:
             image = torch.from_numpy(read_image(f)).permute(2, 0, 1)[None].to(device)
@@ -335,6 +367,33 @@ def main_predict(argv: list[str]) -> int:
         unit = "of the width" if method.metric_depth else "(inverse depth, up to scale)"
         print(f"{f}: {a.shape[1]}x{a.shape[0]}, disparity {a.min():.4f}-{a.max():.4f} {unit} "
               f"-> {out / (stem + '_disp.png')}, {out / (stem + '_disp.npy')}")
+    return 0
+
+
+def _predict_flow(model: Any, files: list[str], out: Path, device: torch.device) -> int:
+    from matplotlib import pyplot as plt
+
+    from ..data.folder import read_image
+    from ..methods.trianflow import predict_flow
+    from .plotting import flow_to_rgb
+
+    if len(files) < 2:
+        return _fail("a flow model needs at least two images: the flow goes from each image to the next one given")
+    try:
+        images = [torch.from_numpy(read_image(f)).permute(2, 0, 1)[None].to(device) for f in files]
+    except ValueError as exc:
+        return _fail(str(exc))
+    for f1, f2, a, b in zip(files, files[1:], images, images[1:]):
+        if a.shape != b.shape:
+            return _fail(f"{f1} and {f2} have different sizes ({tuple(a.shape[-2:])} and {tuple(b.shape[-2:])})")
+        flow = predict_flow(model, a, b)[0].cpu().numpy().astype(np.float32)  # (2, H, W)
+        stem = f"{Path(f1).stem}_to_{Path(f2).stem}"
+        np.save(out / f"{stem}_flow.npy", flow)
+        plt.imsave(out / f"{stem}_flow.png", flow_to_rgb(flow))
+        length = np.sqrt((flow**2).sum(0))
+        print(f"{f1} -> {f2}: flow up to {length.max():.1f} px (median {np.median(length):.1f}) -> "
+              f"{out / (stem + '_flow.png')} (colour: direction, brightness: length), {out / (stem + '_flow.npy')} "
+              f"(float32 (2, H, W): du, dv in pixels)")
     return 0
 
 
