@@ -575,6 +575,9 @@ def method_datasets(kind: str, method: Any, sequences: list) -> tuple[Any, Any]:
     if kind == "video":  # training needs no optical flow (computing it per item costs time)
         return (VideoDataset(sequences, length, augment=True, flow=False),
                 VideoDataset(sequences, length, augment=False, flow=False))
+    if kind == "video_flow":  # a flow network: its validation compares with the world's flow
+        return (VideoDataset(sequences, length, augment=True, flow=False),
+                VideoDataset(sequences, length, augment=False, flow=True))
     return _Union(StereoDataset(sequences), VideoDataset(sequences, length, flow=False)), None
 
 
@@ -643,6 +646,13 @@ def train_method(name: str, device: torch.device | str, sequences: list, *, step
                       "median": float(depth.median())}
     except NotImplementedError:
         prediction = None  # a method that predicts no depth
+    if prediction is None and kind == "video_flow":
+        from lesson_lib.methods.trianflow import predict_flow
+
+        item = (val or train)[0]
+        flow = predict_flow(model, item["target"][None].to(device), item["sources"][None, -1].to(device))
+        prediction = {"shape": list(flow.shape), "finite": bool(torch.isfinite(flow).all()),
+                      "median": float(flow.norm(dim=1).median())}
     del model
 
     problems = []
@@ -655,7 +665,7 @@ def train_method(name: str, device: torch.device | str, sequences: list, *, step
     if not all(_finite(v) for v in val_metrics.values()):
         problems.append(f"validation not finite: {val_metrics}")
     if prediction is not None and not prediction["finite"]:
-        problems.append("the predicted depth is not finite")
+        problems.append("the prediction (depth, or flow for a flow method) is not finite")
     return {
         "status": "FAIL" if problems else "PASS",
         "error": "; ".join(problems) or None,
