@@ -802,7 +802,7 @@ def describe(name: str, part: dict[str, Any]) -> list[str]:
                          f"{', cut by the budget' if r['cut_by_budget'] else ''}) in {r['seconds']:.1f} s, "
                          f"loss {r['loss_first']:.4g} -> {r['loss_last']:.4g}, loss host syncs {r['loss_host_syncs']}"
                          + (f", val {val}" if val else "")
-                         + (f", depth median {r['prediction']['median']:.3g}" if r["prediction"] else ""))
+                         + (f", {'flow length' if r['data_kind'] == 'video_flow' else 'depth'} median {r['prediction']['median']:.3g}" if r["prediction"] else ""))
     return lines
 
 
