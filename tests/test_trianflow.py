@@ -154,3 +154,27 @@ def test_commands_train_evaluate_predict_trianflow(tmp_path):
     assert flow.shape == (2, 128, 128) and np.isfinite(flow).all() and (tmp_path / "pred" / "a_to_b_flow.png").is_file()
     r = cli("predict", tmp_path / "a.png", "--weights", tmp_path / "run" / "latest.pt", "--out", tmp_path / "pred")
     assert r.returncode != 0 and "two images" in r.stderr
+
+
+def test_occlusion_warm_up_counts_every_pixel_inside():
+    g = torch.Generator().manual_seed(1)
+    image1 = torch.rand(1, 3, 32, 64, generator=g)
+    image2 = torch.rand(1, 3, 32, 64, generator=g)
+    fw = {2: torch.zeros(1, 2, 8, 16)}
+    bw = {2: torch.zeros(1, 2, 8, 16)}
+    fw[2][..., :8] = 2.0  # the left half's forward flow is not undone by the backward flow: "occluded"
+    cfg = TrianFlowConfig(smoothness_weight=0.0)
+    with_mask, terms = flow_loss(fw, bw, image1, image2, cfg)
+    without, terms2 = flow_loss(fw, bw, image1, image2, cfg, occlusion=False)
+    assert float(terms["visible"]) == pytest.approx(float(terms2["visible"])) and float(terms["visible"]) < 0.8
+    assert float(with_mask) != pytest.approx(float(without))
+    method = TrianFlow(TrianFlowConfig(occlusion_from_step=100))
+    from lesson_lib.training import StepContext
+
+    net = method.build_model()
+    batch = {"target": image1, "sources": torch.stack([image2, image2], 1)}
+    early, _ = method.loss(net, batch, StepContext(step=5, generator=torch.Generator(), device=torch.device("cpu")))
+    late, _ = method.loss(net, batch, StepContext(step=100, generator=torch.Generator(), device=torch.device("cpu")))
+    fw_, bw_ = net(image1, image2)
+    torch.testing.assert_close(early, flow_loss(fw_, bw_, image1, image2, method.config, occlusion=False)[0])
+    torch.testing.assert_close(late, flow_loss(fw_, bw_, image1, image2, method.config, occlusion=True)[0])

@@ -9,12 +9,15 @@ other through the flow and compares:
     L = sum_levels [ mean_{visible, inside} pe(I_1, I_2<F_f>) + mean_{visible, inside} pe(I_2, I_1<F_b>) ]
         + lambda_s · (smooth2(F_f) + smooth2(F_b))                       (finest level, edge-aware)
 
-``pe`` is chapter 04's ``0.85·(1 - SSIM)/2 + 0.15·L1``; every level's flow is upsampled to the
-input's resolution before warping (as monodepth2 does for depth). **Occlusion** comes from the
+``pe`` is chapter 04's ``0.85·(1 - SSIM)/2 + 0.15·L1``; the finest ``loss_levels`` levels' flows
+are upsampled to the input's resolution before warping (as monodepth2 does for depth). The warp
+reads the border outside the image and every pixel counts: with pixels whose flow leaves the
+image left out, the network learns to send the hard pixels out of the image. **Occlusion** comes from the
 forward-backward consistency of the finest flows: a pixel of frame 1 is visible in frame 2
 when following ``F_f`` and then ``F_b`` brings it back, ``|F_f + F_b<F_f>|^2 < a1 (|F_f|^2 +
 |F_b<F_f>|^2) + a2`` (UnFlow's test, ``a1 = 0.01``, ``a2 = 0.5``); occluded pixels are left
-out of the photometric term. TrianFlow's score of how reliable a correspondence is,
+out of the photometric term, from step ``occlusion_from_step`` on (before it, every pixel counts:
+the first, random flows would exclude most pixels). TrianFlow's score of how reliable a correspondence is,
 ``M_s = 1 / (0.1 + D_fb)`` with ``D_fb = |F_f + F_b<F_f>|``, is :func:`fb_score`.
 
 The second stage (depth trained against triangulated points, pose from the fundamental matrix)
@@ -52,17 +55,21 @@ class TrianFlowConfig:
     smoothness_weight: float = option(0.1, "edge-aware second-order smoothness of the finest flow")
     occlusion_a1: float = option(0.01, "forward-backward test: relative tolerance a1")
     occlusion_a2: float = option(0.5, "forward-backward test: absolute tolerance a2 (pixels^2)")
+    loss_levels: int = option(4, "how many levels, from the finest, enter the photometric term")
+    occlusion_from_step: int = option(0, "training steps before the occlusion mask is used (before: every pixel that "
+                                      "stays inside counts); with the mask from the start the random first flows "
+                                      "exclude most pixels and the network never recovers them")
     input_height: int = option(0, "the network's input height (multiple of 32); 0: the data's own size")
     input_width: int = option(0, "the network's input width (multiple of 32); 0: the data's own size")
 
     def __post_init__(self) -> None:
         check_choices(self)
         name = type(self).__name__
-        if self.flow_width < 1 or self.max_displacement < 1:
-            raise ValueError(f"{name}: flow_width and max_displacement must be >= 1")
+        if self.flow_width < 1 or self.max_displacement < 1 or self.loss_levels < 1:
+            raise ValueError(f"{name}: flow_width, max_displacement and loss_levels must be >= 1")
         if not 0.0 <= self.ssim_weight <= 1.0:
             raise ValueError(f"{name}.ssim_weight must be in [0, 1], got {self.ssim_weight}")
-        for f in ("smoothness_weight", "occlusion_a1", "occlusion_a2"):
+        for f in ("smoothness_weight", "occlusion_a1", "occlusion_a2", "occlusion_from_step"):
             if not getattr(self, f) >= 0:
                 raise ValueError(f"{name}.{f} must be >= 0, got {getattr(self, f)}")
         if (self.input_height == 0) != (self.input_width == 0):
@@ -108,10 +115,13 @@ def flow_loss(
     image1: torch.Tensor,
     image2: torch.Tensor,
     config: TrianFlowConfig | None = None,
+    occlusion: bool = True,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The flow stage's loss (module doc) from the networks' level outputs ``{level: flow}``
-    (each in its level's pixels) for both directions. Returns ``(loss, {"photometric",
-    "smoothness", "visible"})`` with detached terms (``visible``: share of frame-1 pixels)."""
+    (each in its level's pixels) for both directions. With ``occlusion=False`` every pixel that
+    stays inside counts (the warm-up). Returns ``(loss, {"photometric", "smoothness",
+    "visible"})`` with detached terms (``visible``: share of frame-1 pixels the
+    forward-backward test keeps, whether or not the mask is used)."""
     cfg = config or TrianFlowConfig()
     dims = check_tensor(image1, "image1", ("B", 3, "H", "W"))
     check_tensor(image2, "image2", ("B", 3, "H", "W"), dims=dims)
@@ -122,12 +132,14 @@ def flow_loss(
         vis_f = visible_mask(ff, fb, cfg.occlusion_a1, cfg.occlusion_a2)
         vis_b = visible_mask(fb, ff, cfg.occlusion_a1, cfg.occlusion_a2)
     photo = image1.new_zeros(())
-    for level in sorted(flows_fw):
+    for level in sorted(flows_fw)[: cfg.loss_levels]:
         for flows, a, b, vis in ((flows_fw, image1, image2, vis_f), (flows_bw, image2, image1, vis_b)):
             flow = upsample_flow(flows[level].float(), size)
-            warped, inside = flow_warp(b, flow)
+            # border padding, and no "inside" mask: were the pixels whose flow leaves the image left
+            # out, the network would learn to send every hard pixel out of the image (measured)
+            warped, _ = flow_warp(b, flow, padding_mode="border")
             err = photometric_error(warped, a, alpha=cfg.ssim_weight)
-            m = (vis & inside).to(err.dtype)
+            m = (vis if occlusion else torch.ones_like(vis)).to(err.dtype)
             photo = photo + (err * m).sum() / m.sum().clamp(min=1.0)
     smooth = image1.new_zeros(())
     for flows, img in ((flows_fw, image1), (flows_bw, image2)):
@@ -212,7 +224,8 @@ class TrianFlow(Method):
     def loss(self, model: nn.Module, batch: Mapping[str, Any], ctx: StepContext | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
         image1, image2 = self._pair(batch)
         fw, bw = model(image1, image2)
-        return flow_loss(fw, bw, image1, image2, self.config)
+        step = ctx.step if ctx is not None else self.config.occlusion_from_step
+        return flow_loss(fw, bw, image1, image2, self.config, occlusion=step >= self.config.occlusion_from_step)
 
     def validate(self, model: nn.Module, batch: Mapping[str, Any]) -> dict[str, float]:
         flow = predict_flow(model, batch["target"], batch["sources"][:, -1])

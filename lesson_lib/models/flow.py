@@ -49,9 +49,10 @@ def cost_volume(f1: torch.Tensor, f2: torch.Tensor, max_displacement: int = 4) -
     return torch.stack(out, dim=1)
 
 
-def flow_warp(image: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def flow_warp(image: torch.Tensor, flow: torch.Tensor, padding_mode: str = "zeros") -> tuple[torch.Tensor, torch.Tensor]:
     """Read ``image`` (the second frame) where each pixel of the first frame moves to:
-    ``warped[p] = image[p + flow[p]]`` (bilinear; chapter 03's backward warp).
+    ``warped[p] = image[p + flow[p]]`` (bilinear; chapter 03's backward warp). ``padding_mode``
+    says what is read outside (as :func:`lesson_lib.warping.sample`).
 
     Returns ``(warped (B, C, H, W), valid (B, 1, H, W))``: valid where ``p + flow`` lies inside."""
     from ..camera import pixel_grid
@@ -60,7 +61,7 @@ def flow_warp(image: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, to
     dims = check_tensor(image, "image", ("B", "C", "H", "W"))
     check_tensor(flow, "flow", ("B", 2, "H", "W"), dims=dims)
     grid = pixel_grid(*flow.shape[-2:], dtype=flow.dtype, device=flow.device)[:2]
-    return sample(image, grid[None] + flow, "zeros", True)
+    return sample(image, grid[None] + flow, padding_mode, True)
 
 
 def upsample_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
