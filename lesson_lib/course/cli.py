@@ -255,30 +255,21 @@ def main_evaluate(argv: list[str]) -> int:
         if len(snippets) == 0:
             print(f"no 5-frame snippet in {ns.frames} frames per world: use --frames 5 or more for ATE-5", file=sys.stderr)
         else:
-            def predict_3(t, src):
-                return method.predict_poses(model, t, src)
+            from ..methods.sfmlearner import predict_poses
+
+            def predict_3(t, src):  # resizes the snippet to the network's input size itself
+                return predict_poses(model, torch.cat([t[:, None], src], dim=1))
 
             if int(method.config.n_sources) == 4:
                 predict = predict_3
             else:  # a 3-frame model: chain three snippets' motions (evaluation.chained_poses)
                 def predict(t, src):
                     return chained_poses(predict_3, t, src)
-            size_in = method.config.input_size
-
-            def at_input_size(fn):
-                def call(t, src):
-                    if size_in is None or tuple(t.shape[-2:]) == tuple(size_in):
-                        return fn(t, src)
-                    from ..images import resize
-
-                    b, n = src.shape[:2]
-                    return fn(resize(t, size_in), resize(src.flatten(0, 1), size_in).reshape(b, n, 3, *size_in))
-                return call
 
             train_video = VideoDataset(_load_worlds("train", ns.motion_sequences, 10, size, "mean motion from"), 5,
                                        flow=False)
             mean = mean_motion_poses(train_video).float().to(device)
-            ate = evaluate_poses(at_input_size(predict), snippets, device=device)
+            ate = evaluate_poses(predict, snippets, device=device)
             still = evaluate_poses(lambda t, src: torch.eye(4, device=t.device).expand(t.shape[0], 4, 4, 4), snippets,
                                    device=device)
             moving = evaluate_poses(lambda t, src: mean.expand(t.shape[0], 4, 4, 4), snippets, device=device)

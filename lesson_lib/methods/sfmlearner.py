@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validate import check_tensor
+from .._validate import check_same_device, check_tensor
 from ..camera import resize_intrinsics, scale_intrinsics
 from ..images import downsample, resize
 from ..losses import photometric_error, smoothness
@@ -234,7 +234,7 @@ class SfMLearner(Method):
         """``(B, 1, H, W)`` inverse depth up to scale (SfMLearner has no post-processing: the
         flag averages with the mirrored image's prediction, flipped back)."""
         check_tensor(image, "image", ("B", 3, "H", "W"))
-        net = model.module if hasattr(model, "module") else model
+        net = _net(model)
         was_training = net.training
         net.eval()
         try:
@@ -266,7 +266,7 @@ class SfMLearner(Method):
     def predict_poses(self, model: nn.Module, target: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
         """``T_t_to_s (B, S, 4, 4)`` for each source of a snippet (sources in the dataset's
         order: frame order without the target), translation up to the depth's scale."""
-        net = model.module if hasattr(model, "module") else model
+        net = _net(model)
         poses, _ = net.pose_net(torch.cat([target, sources.flatten(1, 2)], dim=1))
         return net.pose_net.to_matrices(poses)
 
@@ -274,7 +274,7 @@ class SfMLearner(Method):
     def predict_masks(self, model: nn.Module, target: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
         """The explainability mask at full resolution, ``(B, S, 1, H, W)`` in ``[0, 1]`` (1:
         explainable), for each source of a snippet; all ones for a model without the mask."""
-        net = model.module if hasattr(model, "module") else model
+        net = _net(model)
         _, logits = net.pose_net(torch.cat([target, sources.flatten(1, 2)], dim=1))
         b, n = sources.shape[:2]
         if logits is None:
@@ -288,16 +288,10 @@ class SfMLearner(Method):
 
 
 def _net(model: nn.Module) -> SfMLearnerNet:
-    net = model.module if hasattr(model, "module") else model
+    net = model.module if hasattr(model, "module") else model  # DistributedDataParallel wraps it
     if not isinstance(net, SfMLearnerNet):
         raise TypeError(f"expected an SfMLearnerNet (methods.load_model of SfMLearner weights), got {type(net).__name__}")
     return net
-
-
-def _same_device(x: torch.Tensor, net: nn.Module, name: str) -> None:
-    device = next(net.parameters()).device
-    if x.device != device:
-        raise ValueError(f"{name} is on {x.device} but the model is on {device}: move one of them (.to(...))")
 
 
 def predict_depth(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -308,7 +302,7 @@ def predict_depth(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     model is evaluated in eval mode and left as it was."""
     net = _net(model)
     check_tensor(images, "images", ("B", 3, "H", "W"))
-    _same_device(images, net, "images")
+    check_same_device(images=images, model=next(net.parameters()))
     return SfMLearner(net.config).predict_depth(net, images, K=None)
 
 
@@ -321,7 +315,7 @@ def predict_poses(model: nn.Module, snippet: torch.Tensor) -> torch.Tensor:
     the depth network's unknown scale."""
     net = _net(model)
     check_tensor(snippet, "snippet", ("B", 1 + net.pose_net.n_sources, 3, "H", "W"))
-    _same_device(snippet, net, "snippet")
+    check_same_device(snippet=snippet, model=next(net.parameters()))
     target, sources = snippet[:, 0], snippet[:, 1:]
     size = net.config.input_size or network_input_size(*target.shape[-2:])
     b, n = sources.shape[:2]

@@ -33,13 +33,13 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .._validate import check_tensor
+from .._validate import check_same_device, check_tensor
 from ..images import resize
 from ..losses import photometric_error, smoothness
 from ..metrics import flow_epe
 from ..models import FlowNet, flow_warp, upsample_flow
 from ..training import Method, StepContext, option
-from ..training.config import check_choices
+from ..training.config import check_choices, check_input_size
 
 __all__ = ["TrianFlowConfig", "TrianFlow", "flow_loss", "fb_consistency", "fb_score", "predict_flow"]
 
@@ -72,12 +72,7 @@ class TrianFlowConfig:
         for f in ("smoothness_weight", "occlusion_a1", "occlusion_a2", "occlusion_from_step"):
             if not getattr(self, f) >= 0:
                 raise ValueError(f"{name}.{f} must be >= 0, got {getattr(self, f)}")
-        if (self.input_height == 0) != (self.input_width == 0):
-            raise ValueError(f"{name}: give both input_height and input_width, or neither")
-        for f in ("input_height", "input_width"):
-            v = getattr(self, f)
-            if v < 0 or v % 32:
-                raise ValueError(f"{name}.{f} must be 0 or a positive multiple of 32, got {v}")
+        check_input_size(self)
 
     @property
     def input_size(self) -> tuple[int, int] | None:
@@ -168,7 +163,7 @@ class TrianFlowNet(nn.Module):
 
 
 def _net(model: nn.Module) -> TrianFlowNet:
-    net = model.module if hasattr(model, "module") else model
+    net = model.module if hasattr(model, "module") else model  # DistributedDataParallel wraps it
     if not isinstance(net, TrianFlowNet):
         raise TypeError(f"expected a TrianFlowNet (methods.load_model of TrianFlow weights), got {type(net).__name__}")
     return net
@@ -182,9 +177,7 @@ def predict_flow(model: nn.Module, image1: torch.Tensor, image2: torch.Tensor) -
     net = _net(model)
     dims = check_tensor(image1, "image1", ("B", 3, "H", "W"))
     check_tensor(image2, "image2", ("B", 3, "H", "W"), dims=dims)
-    device = next(net.parameters()).device
-    if image1.device != device or image2.device != device:
-        raise ValueError(f"the images are on {image1.device} / {image2.device} but the model is on {device}")
+    check_same_device(image1=image1, image2=image2, model=next(net.parameters()))
     from ..models import network_input_size
 
     size = net.config.input_size or network_input_size(*image1.shape[-2:])

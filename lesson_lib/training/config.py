@@ -69,18 +69,25 @@ class NetworkOptions:
         check_choices(self)
         if self.encoder_width < 1:
             raise ValueError(f"{name}.encoder_width must be >= 1, got {self.encoder_width}")
-        if (self.input_height == 0) != (self.input_width == 0):
-            raise ValueError(f"{name}: give both input_height and input_width, or neither")
-        for field_name in ("input_height", "input_width"):
-            v = getattr(self, field_name)
-            if v < 0 or v % 32:
-                raise ValueError(f"{name}.{field_name} must be 0 or a positive multiple of 32, got {v}")
+        check_input_size(self)
         s = self.scales
         if not s or list(s) != sorted(set(s)) or s[0] != 0 or s[-1] > 3:
             raise ValueError(f"{name}.scales must be increasing, start at 0 and stay <= 3, got {s}")
         for field_name in nonnegative:
             if not getattr(self, field_name) >= 0:
                 raise ValueError(f"{name}.{field_name} must be >= 0, got {getattr(self, field_name)}")
+
+
+def check_input_size(config: Any) -> None:
+    """``ValueError`` unless ``config.input_height`` / ``input_width`` are both 0 (the data's own
+    size) or both positive multiples of 32 (shared by every method's options)."""
+    name = type(config).__name__
+    if (config.input_height == 0) != (config.input_width == 0):
+        raise ValueError(f"{name}: give both input_height and input_width, or neither")
+    for field_name in ("input_height", "input_width"):
+        v = getattr(config, field_name)
+        if v < 0 or v % 32:
+            raise ValueError(f"{name}.{field_name} must be 0 or a positive multiple of 32, got {v}")
 
 
 @dataclass
