@@ -39,6 +39,7 @@ __all__ = [
     "chained_poses",
     "mean_motion_poses",
     "evaluate_flow",
+    "relative_pose_errors",
 ]
 
 TEST_SEQUENCES, TEST_FRAMES = 20, 5
@@ -207,7 +208,6 @@ def snippet_trajectory(T_t_to_s: torch.Tensor, target_index: int) -> torch.Tenso
 
 
 @torch.no_grad()
-@torch.no_grad()
 def evaluate_flow(
     predict_flow: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     dataset: Any,
@@ -330,3 +330,47 @@ def evaluate_poses(
         errors.append(err)
     e = torch.cat(errors)
     return {"ate_mean": float(e.mean()), "ate_std": float(e.std(unbiased=False)), "snippets": int(e.numel())}
+
+
+@torch.no_grad()
+def relative_pose_errors(
+    predict_poses: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    dataset: Any,
+    *,
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """Two-view pose errors of a pose predictor (chapters 08-10) on the snippets of a video
+    dataset (``target``, ``sources``, ``T_t_to_s``): for the motion from the target to its last
+    source (the next frame), the rotation error and the translation-direction error in degrees
+    (:func:`lesson_lib.twoview.pose_error`: the length of ``t`` is not judged, two views do not
+    know it).
+
+    ``predict_poses(target, sources) -> T_t_to_s (B, S, 4, 4)``. A predicted translation of zero
+    (a pose the method could not determine) counts as a **failure**: its direction error is
+    90 degrees (no better than a guess), and the failures are counted. Returns the means and
+    the per-pair lists ``rotation_deg``, ``direction_deg`` (for paired comparisons) and
+    ``failures``."""
+    from torch.utils.data import DataLoader
+
+    from .twoview import pose_error
+
+    if len(dataset) == 0:
+        raise ValueError("the dataset is empty")
+    rot, dirn, failures = [], [], 0
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        target, sources = batch["target"].to(device), batch["sources"].to(device)
+        true = batch["T_t_to_s"].to(device).double()[:, -1]
+        pred = predict_poses(target, sources).to(device).double()
+        if pred.shape != batch["T_t_to_s"].shape:
+            raise ValueError(f"predict_poses gave {tuple(pred.shape)}, expected {tuple(batch['T_t_to_s'].shape)}")
+        pred = pred[:, -1]
+        t = pred[:, :3, 3]
+        failed = t.norm(dim=1) <= 1e-12
+        failures += int(failed.sum())
+        safe_t = torch.where(failed[:, None], true[:, :3, 3], t)
+        r_err, t_err = pose_error(pred[:, :3, :3], safe_t, true[:, :3, :3], true[:, :3, 3])
+        rot += r_err.tolist()
+        dirn += torch.where(failed, torch.full_like(t_err, 90.0), t_err).tolist()
+    return {"rotation_deg_mean": float(np.mean(rot)), "direction_deg_mean": float(np.mean(dirn)),
+            "failures": failures, "pairs": len(rot), "rotation_deg": rot, "direction_deg": dirn}

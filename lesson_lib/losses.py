@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from ._validate import check_same_device, check_tensor
 
 __all__ = [
+    "census_transform",
+    "census_error",
     "C1",
     "C2",
     "box_filter",
@@ -188,6 +190,40 @@ def photometric_error(
         return _reduce(l1, mask, reduction)
     dssim = ((1 - ssim(pred, target)) / 2).clamp(0, 1).mean(1, keepdim=True)
     return _reduce(alpha * dssim + (1 - alpha) * l1, mask, reduction)
+
+
+def census_transform(image: torch.Tensor, window: int = 7) -> torch.Tensor:
+    """Soft census transform (Zabih and Woodfill 1994; the soft form of UnFlow and UFlow): for
+    every pixel and each of the ``window**2 - 1`` neighbours ``n`` of its window, the sign of the
+    grey-level difference made smooth, ``(I_n - I_p) / sqrt(0.81 + (I_n - I_p)^2)`` (grey level
+    ``I`` in ``[0, 255]``). Only the order of intensities counts, not their scale, so it is
+    robust to brightness changes. Returns ``(B, window**2 - 1, H, W)``; neighbours outside the
+    image read the border pixel."""
+    check_tensor(image, "image", ("B", None, "H", "W"))
+    if window < 3 or window % 2 == 0:
+        raise ValueError(f"window must be odd and >= 3, got {window}")
+    grey = 255.0 * image.mean(1, keepdim=True)
+    r = window // 2
+    padded = F.pad(grey, (r, r, r, r), mode="replicate")
+    h, w = grey.shape[-2:]
+    out = []
+    for dv in range(window):
+        for du in range(window):
+            if dv == r and du == r:
+                continue
+            d = padded[:, :, dv : dv + h, du : du + w] - grey
+            out.append(d / torch.sqrt(0.81 + d * d))
+    return torch.cat(out, dim=1)
+
+
+def census_error(pred: torch.Tensor, target: torch.Tensor, window: int = 7) -> torch.Tensor:
+    """Soft Hamming distance of the census transforms of two images, ``(B, 1, H, W)`` in
+    ``[0, 1)``: the mean over neighbours of ``d^2 / (0.1 + d^2)``, ``d`` the difference of the
+    soft signs (:func:`census_transform`). 0 where the two patches order their pixels alike."""
+    _check_pair(pred, target, "pred", "target")
+    d = census_transform(pred, window) - census_transform(target, window)
+    d2 = d * d
+    return (d2 / (0.1 + d2)).mean(1, keepdim=True)
 
 
 def smoothness(

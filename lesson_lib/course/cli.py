@@ -237,7 +237,8 @@ def main_evaluate(argv: list[str]) -> int:
     except (CheckpointError, FileNotFoundError, ValueError) as exc:
         return _fail(str(exc))
     size = {}
-    if getattr(method, "data_kind", "") == "video_flow":  # a flow network (TrianFlow's first stage)
+    flow_stage = getattr(method, "data_kind", "") == "video_flow" and getattr(method.config, "stage", "") == "flow"
+    if flow_stage:  # a flow network (TrianFlow's first stage)
         return _evaluate_flow(model, method, ns, size, device)
     data = StereoDataset(_load_worlds(ns.split, ns.sequences, ns.frames, size, f"{ns.split} split"), augment=False)
     t0 = time.perf_counter()
@@ -255,12 +256,8 @@ def main_evaluate(argv: list[str]) -> int:
         if len(snippets) == 0:
             print(f"no 5-frame snippet in {ns.frames} frames per world: use --frames 5 or more for ATE-5", file=sys.stderr)
         else:
-            from ..methods.sfmlearner import predict_poses
-
-            def predict_3(t, src):  # resizes the snippet to the network's input size itself
-                return predict_poses(model, torch.cat([t[:, None], src], dim=1))
-
-            if int(method.config.n_sources) == 4:
+            predict_3 = _pose_predictor(model, method, data[0]["K"].to(device))
+            if int(getattr(method.config, "n_sources", 2)) == 4:
                 predict = predict_3
             else:  # a 3-frame model: chain three snippets' motions (evaluation.chained_poses)
                 def predict(t, src):
@@ -276,15 +273,37 @@ def main_evaluate(argv: list[str]) -> int:
             print(f"ATE-5 (SfMLearner's convention, m, {ate['snippets']} snippets): model {ate['ate_mean']:.4f} +- "
                   f"{ate['ate_std']:.4f}; no-motion baseline {still['ate_mean']:.4f} +- {still['ate_std']:.4f}; "
                   f"mean-motion baseline {moving['ate_mean']:.4f} +- {moving['ate_std']:.4f}"
-                  + (" (3-frame model: poses chained)" if int(method.config.n_sources) == 2 else ""))
-            report["ate"] = {"snippet_length": 5, "chained": int(method.config.n_sources) == 2, "model": ate,
+                  + (" (3-frame model: poses chained)" if int(getattr(method.config, "n_sources", 2)) == 2 else ""))
+            report["ate"] = {"snippet_length": 5, "chained": int(getattr(method.config, "n_sources", 2)) == 2, "model": ate,
                              "no_motion": still, "mean_motion": moving}
+            from ..evaluation import relative_pose_errors
+
+            pairs = VideoDataset(data.sequences, 3, flow=False, skip_static=False)
+            rel = relative_pose_errors(lambda t, src: predict_3(t, src), pairs, device=device)
+            print(f"two-view pose, target to next frame ({rel['pairs']} pairs): rotation error "
+                  f"{rel['rotation_deg_mean']:.3f} deg, translation-direction error {rel['direction_deg_mean']:.2f} deg, "
+                  f"{rel['failures']} failed")
+            report["relative_pose"] = rel
+    if getattr(method, "data_kind", "") == "video_flow":  # TrianFlow's depth stage carries its flow network
+        report["flow"] = _flow_report(model, method, ns, size, device)
     if ns.json:
         Path(ns.json).write_text(json.dumps(report, indent=2))
     return 0
 
 
-def _evaluate_flow(model: Any, method: Any, ns: argparse.Namespace, size: dict[str, int], device: torch.device) -> int:
+def _pose_predictor(model: Any, method: Any, K: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``predict(target, sources) -> T_t_to_s`` for a video method's model (SfMLearner: the pose
+    network; TrianFlow: F from the flow, scaled by the depth, with the split's intrinsics ``K``)."""
+    if method.name == "trianflow":
+        from ..methods.trianflow import predict_poses as trianflow_poses
+
+        return lambda t, src: trianflow_poses(model, torch.cat([t[:, None], src], dim=1), K.to(t.device))
+    from ..methods.sfmlearner import predict_poses
+
+    return lambda t, src: predict_poses(model, torch.cat([t[:, None], src], dim=1))  # resizes to the input size
+
+
+def _flow_report(model: Any, method: Any, ns: argparse.Namespace, size: dict[str, int], device: torch.device) -> dict | None:
     from ..data.synthetic import VideoDataset
     from ..evaluation import evaluate_flow
     from ..methods.trianflow import predict_flow
@@ -292,7 +311,8 @@ def _evaluate_flow(model: Any, method: Any, ns: argparse.Namespace, size: dict[s
     data = VideoDataset(_load_worlds(ns.split, ns.sequences, ns.frames, size, f"{ns.split} split"), 3,
                         skip_static=False, flow=True)
     if len(data) == 0:
-        return _fail(f"no 3-frame snippet in {ns.frames} frames per world: use --frames 3 or more")
+        _fail(f"no 3-frame snippet in {ns.frames} frames per world: use --frames 3 or more")
+        return None
     t0 = time.perf_counter()
     r = evaluate_flow(lambda a, b: predict_flow(model, a, b), data, batch_size=ns.batch_size, device=device)
     print(f"{ns.weights}: {_describe(method)}, flow of {len(data)} frame pairs of the {ns.split} split, "
@@ -300,8 +320,15 @@ def _evaluate_flow(model: Any, method: Any, ns: argparse.Namespace, size: dict[s
     print(f"{'EPE (px)':<18}{'all':>10}{'static':>10}{'moving':>10}")
     for label, key in (("model", "epe"), ("zero flow", "zero_flow_epe")):
         print(f"{label:<18}" + "".join(f"{r[f'{key}_{k}']:10.3f}" for k in ("all", "static", "moving")))
+    return {"pairs": len(data), **r}
+
+
+def _evaluate_flow(model: Any, method: Any, ns: argparse.Namespace, size: dict[str, int], device: torch.device) -> int:
+    r = _flow_report(model, method, ns, size, device)
+    if r is None:
+        return 2
     if ns.json:
-        report = {"weights": str(ns.weights), "method": method.name, "split": ns.split, "pairs": len(data), "flow": r}
+        report = {"weights": str(ns.weights), "method": method.name, "split": ns.split, "pairs": r.pop("pairs"), "flow": r}
         Path(ns.json).write_text(json.dumps(report, indent=2))
     return 0
 
@@ -343,7 +370,7 @@ def main_predict(argv: list[str]) -> int:
         return _fail(str(exc))
     out = Path(ns.out)
     out.mkdir(parents=True, exist_ok=True)
-    if getattr(method, "data_kind", "") == "video_flow":  # a flow network: consecutive images are pairs
+    if getattr(method, "data_kind", "") == "video_flow" and getattr(method.config, "stage", "") == "flow":  # flow of consecutive images
         return _predict_flow(model, ns.images, out, device)
     for f in ns.images:
         try:

@@ -2,7 +2,7 @@
 
 - :mod:`~lesson_lib.methods.monodepth`  -- Monodepth (Godard et al., CVPR 2017), chapter 06
 - :mod:`~lesson_lib.methods.sfmlearner` -- SfMLearner (Zhou et al., CVPR 2017), chapter 07
-- :mod:`~lesson_lib.methods.trianflow`  -- TrianFlow (Zhao et al., CVPR 2020), chapter 09 (its flow stage)
+- :mod:`~lesson_lib.methods.trianflow`  -- TrianFlow (Zhao et al., CVPR 2020), chapter 09 (flow, then depth)
 
 A method module reads like the paper: its loss, its networks' assembly and its options (see
 :class:`lesson_lib.training.Method` for the contract). Everything generic lives elsewhere:
@@ -100,6 +100,8 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> t
         method = build_method(name, config_from_dict(name, raw))
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: invalid method_config: {exc}") from exc
+    if hasattr(method, "load_pretrained"):
+        method.load_pretrained = False  # the file holds every weight: no part comes from another run's file
     model = method.build_model()
     load_checkpoint(path, model, required=required, method=name)
     model = model.float().to(device).eval()

@@ -31,34 +31,63 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .._validate import check_same_device, check_tensor
+from ..camera import resize_intrinsics
 from ..images import resize
-from ..losses import photometric_error, smoothness
-from ..metrics import flow_epe
-from ..models import FlowNet, flow_warp, upsample_flow
+from ..losses import census_error, photometric_error, smoothness
+from ..metrics import depth_metrics, flow_epe
+from ..models import DepthDecoder, FlowNet, ResNetEncoder, flow_warp, upsample_flow
 from ..training import Method, StepContext, option
 from ..training.config import check_choices, check_input_size
+from .sfmlearner import disparity_to_depth
 
-__all__ = ["TrianFlowConfig", "TrianFlow", "flow_loss", "fb_consistency", "fb_score", "predict_flow"]
+__all__ = ["TrianFlowConfig", "TrianFlow", "TrianFlowNet", "flow_loss", "fb_consistency", "fb_score", "visible_mask",
+           "predict_flow", "sample_correspondences", "FlowPose", "pose_from_flow", "triangulate_correspondences",
+           "align_scale", "depth_loss", "predict_depth", "predict_poses"]
 
 
 @dataclass
 class TrianFlowConfig:
     """The method's own options; each becomes a command-line option of ``train trianflow``."""
 
-    stage: str = option("flow", "training stage: flow (the flow network, self-supervised)", choices=("flow",))
+    stage: str = option("flow", "training stage: flow (the flow network, self-supervised) or depth (the depth "
+                        "network against triangulated flow, the flow network loaded from --flow-weights and frozen)",
+                        choices=("flow", "depth"))
+    flow_weights: str = option("", "depth stage: the flow stage's checkpoint or weights file")
     flow_width: int = option(16, "flow network width (pyramid channels width x (1, 2, 3, 4, 6))")
     max_displacement: int = option(4, "cost-volume search range in pixels of each level")
+    photometric: str = option("ssim", "photometric error: ssim (0.85 SSIM + 0.15 L1, chapter 04) or census "
+                              "(soft census transform, 7x7)", choices=("ssim", "census"))
     ssim_weight: float = option(0.85, "weight of the SSIM term in the photometric error (the rest L1)")
     smoothness_weight: float = option(0.1, "edge-aware second-order smoothness of the finest flow")
     occlusion_a1: float = option(0.01, "forward-backward test: relative tolerance a1")
     occlusion_a2: float = option(0.5, "forward-backward test: absolute tolerance a2 (pixels^2)")
     loss_levels: int = option(4, "how many levels, from the finest, enter the photometric term")
+    loss_resolution: str = option("level", "where each level's photometric term is computed: level (the images "
+                                  "downsampled to the level: coarse levels see coarse structure, so large motions "
+                                  "are found) or input (the flow upsampled to the input, monodepth2's way)",
+                                  choices=("level", "input"))
+    smoothness_order: int = option(2, "order of the edge-aware flow smoothness (1 or 2)", choices=(1, 2))
     occlusion_from_step: int = option(0, "training steps before the occlusion mask is used (before: every pixel that "
                                       "stays inside counts); with the mask from the start the random first flows "
                                       "exclude most pixels and the network never recovers them")
+    encoder_width: int = option(16, "depth stage: depth encoder width (64 is ResNet-18)")
+    top_fraction: float = option(0.2, "depth stage: share of pixels, best forward-backward score first, the "
+                                 "correspondences are drawn from")
+    samples: int = option(6000, "depth stage: correspondences drawn per image pair for F")
+    ransac_threshold: float = option(0.1, "depth stage: RANSAC inlier threshold (Sampson distance, pixels)")
+    min_parallax_deg: float = option(0.5, "depth stage: triangulated points whose rays meet at a smaller angle "
+                                     "are not used")
+    rigid_threshold: float = option(0.5, "depth stage: pixels whose flow is farther than this from its epipolar "
+                                    "line (Sampson distance, pixels) count as moving: no photometric term")
+    triangulation_weight: float = option(1.0, "depth stage: weight of |log D - log(s Z)| at the triangulated points")
+    reprojection_weight: float = option(1.0, "depth stage: weight of the photometric error of the next frame "
+                                        "warped with the depth and the pose from F, on rigid visible pixels")
+    depth_smoothness_weight: float = option(1e-3, "depth stage: edge-aware first-order smoothness of the "
+                                            "mean-normalised disparity (divided by 2^scale)")
     input_height: int = option(0, "the network's input height (multiple of 32); 0: the data's own size")
     input_width: int = option(0, "the network's input width (multiple of 32); 0: the data's own size")
 
@@ -69,7 +98,11 @@ class TrianFlowConfig:
             raise ValueError(f"{name}: flow_width, max_displacement and loss_levels must be >= 1")
         if not 0.0 <= self.ssim_weight <= 1.0:
             raise ValueError(f"{name}.ssim_weight must be in [0, 1], got {self.ssim_weight}")
-        for f in ("smoothness_weight", "occlusion_a1", "occlusion_a2", "occlusion_from_step"):
+        if self.encoder_width < 1 or self.samples < 8 or not 0.0 < self.top_fraction <= 1.0:
+            raise ValueError(f"{name}: encoder_width must be >= 1, samples >= 8 and top_fraction in (0, 1]")
+        for f in ("smoothness_weight", "occlusion_a1", "occlusion_a2", "occlusion_from_step", "ransac_threshold",
+                  "min_parallax_deg", "rigid_threshold", "triangulation_weight", "reprojection_weight",
+                  "depth_smoothness_weight"):
             if not getattr(self, f) >= 0:
                 raise ValueError(f"{name}.{f} must be >= 0, got {getattr(self, f)}")
         check_input_size(self)
@@ -128,12 +161,19 @@ def flow_loss(
         vis_b = visible_mask(fb, ff, cfg.occlusion_a1, cfg.occlusion_a2)
     photo = image1.new_zeros(())
     for level in sorted(flows_fw)[: cfg.loss_levels]:
-        for flows, a, b, vis in ((flows_fw, image1, image2, vis_f), (flows_bw, image2, image1, vis_b)):
-            flow = upsample_flow(flows[level].float(), size)
+        if cfg.loss_resolution == "input":
+            lsize, ms = size, (vis_f, vis_b)
+        else:
+            lsize = tuple(flows_fw[level].shape[-2:])
+            ms = tuple(F.interpolate(v.float(), size=lsize, mode="area") > 0.5 for v in (vis_f, vis_b))
+        a1, a2 = resize(image1, lsize), resize(image2, lsize)
+        for flows, a, b, vis in ((flows_fw, a1, a2, ms[0]), (flows_bw, a2, a1, ms[1])):
+            flow = upsample_flow(flows[level].float(), lsize)
             # border padding, and no "inside" mask: were the pixels whose flow leaves the image left
             # out, the network would learn to send every hard pixel out of the image (measured)
             warped, _ = flow_warp(b, flow, padding_mode="border")
-            err = photometric_error(warped, a, alpha=cfg.ssim_weight)
+            err = (census_error(warped, a) if cfg.photometric == "census"
+                   else photometric_error(warped, a, alpha=cfg.ssim_weight))
             m = (vis if occlusion else torch.ones_like(vis)).to(err.dtype)
             photo = photo + (err * m).sum() / m.sum().clamp(min=1.0)
     smooth = image1.new_zeros(())
@@ -141,25 +181,283 @@ def flow_loss(
         flow = flows[finest].float()
         small = resize(img, tuple(flow.shape[-2:]))
         for c in range(2):
-            smooth = smooth + smoothness(flow[:, c : c + 1], small, order=2, normalize=False)
+            smooth = smooth + smoothness(flow[:, c : c + 1], small, order=cfg.smoothness_order, normalize=False)
     loss = photo + cfg.smoothness_weight * smooth
     visible = vis_f.float().mean()
     return loss, {"photometric": photo.detach(), "smoothness": smooth.detach(), "visible": visible}
 
 
+# ---------------------------------------------------------------------------------------------
+# Depth stage: correspondences from the flow, pose from F, triangulation, scale alignment
+
+
+def sample_correspondences(
+    flow: torch.Tensor,
+    score: torch.Tensor,
+    top_fraction: float = 0.2,
+    samples: int = 6000,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """TrianFlow's correspondence sampling: of the pixels whose flow lands inside the image,
+    keep the ``top_fraction`` with the highest ``score`` (:func:`fb_score`), then draw
+    ``samples`` of them at random (without replacement; all of them if fewer).
+
+    Args:
+        flow: ``(B, 2, H, W)`` forward flow in pixels.
+        score: ``(B, 1, H, W)``, higher = more reliable.
+        generator: the random source (the trainer's per-step generator), on ``flow``'s device.
+
+    Returns:
+        ``(p1, p2, index)``: ``(B, N, 2)`` pixel coordinates ``(u, v)`` in frame 1 and where the
+        flow takes them in frame 2, and ``(B, N)`` the flat pixel index ``v * W + u`` of each.
+
+    Raises:
+        ValueError: bad shapes, ``top_fraction`` outside ``(0, 1]``, fewer than 8 samples.
+    """
+    from ..camera import pixel_grid
+
+    dims = check_tensor(flow, "flow", ("B", 2, "H", "W"))
+    check_tensor(score, "score", ("B", 1, "H", "W"), dims=dims)
+    check_same_device(flow=flow, score=score)
+    if not 0.0 < top_fraction <= 1.0:
+        raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction}")
+    b, _, h, w = flow.shape
+    k = max(8, int(round(top_fraction * h * w)))
+    n = min(int(samples), k)
+    if n < 8:
+        raise ValueError(f"samples must be >= 8 (the 8-point algorithm), got {samples}")
+    flow = flow.float()
+    grid = pixel_grid(h, w, device=flow.device)[:2].reshape(2, -1).mT  # (HW, 2)
+    p2_all = grid[None] + flow.flatten(2).mT
+    inside = (p2_all[..., 0] >= 0) & (p2_all[..., 0] <= w - 1) & (p2_all[..., 1] >= 0) & (p2_all[..., 1] <= h - 1)
+    s = score.float().flatten(1).masked_fill(~inside, -torch.inf)
+    top = s.topk(k, dim=1).indices
+    order = torch.rand(b, k, generator=generator, device=flow.device).argsort(dim=1)[:, :n]
+    index = top.gather(1, order)
+    p1 = grid[index]
+    p2 = p2_all.gather(1, index[..., None].expand(-1, -1, 2))
+    return p1, p2, index
+
+
+@dataclass
+class FlowPose:
+    """What :func:`pose_from_flow` found for each batch element (``B`` leading everywhere).
+
+    Attributes:
+        R, t: ``(B, 3, 3)``, ``(B, 3)`` the pose ``X2 = R X1 + t`` (frame 1 = target into frame 2,
+            the course's ``T_t_to_s``), ``|t| = 1``.
+        F: ``(B, 3, 3)`` the fundamental matrix (``x2^T F x1 = 0``).
+        p1, p2, index: the sampled correspondences (:func:`sample_correspondences`).
+        inliers: ``(B, N)`` RANSAC inliers that the pose also puts in front of both cameras.
+        ok: ``(B,)`` a usable pose: F determined (not degenerate: standstill, pure rotation or
+            no parallax) and at least 8 points in front.
+    """
+
+    R: torch.Tensor
+    t: torch.Tensor
+    F: torch.Tensor
+    p1: torch.Tensor
+    p2: torch.Tensor
+    index: torch.Tensor
+    inliers: torch.Tensor
+    ok: torch.Tensor
+
+
+def pose_from_flow(
+    flow_fw: torch.Tensor,
+    flow_bw: torch.Tensor | None,
+    K: torch.Tensor,
+    *,
+    score: torch.Tensor | None = None,
+    top_fraction: float = 0.2,
+    samples: int = 6000,
+    threshold: float = 0.1,
+    confidence: float = 0.99,
+    generator: torch.Generator | None = None,
+) -> FlowPose:
+    """The relative pose of two frames from their optical flow, without a pose network
+    (TrianFlow): correspondences sampled where the forward-backward score is highest
+    (:func:`sample_correspondences`), F by RANSAC on the 8-point algorithm
+    (:func:`lesson_lib.twoview.ransac_fundamental`, Sampson ``threshold`` in pixels),
+    ``E = K^T F K`` and the one of its four poses that puts the most inliers in front of both
+    cameras (:func:`lesson_lib.twoview.recover_pose`). The geometry runs in float32 (float64
+    inside the solvers) whatever autocast says.
+
+    Args:
+        flow_fw, flow_bw: ``(B, 2, H, W)`` forward and backward flow in pixels of ``K``.
+        K: ``(B, 3, 3)`` or ``(3, 3)`` intrinsics of both frames.
+        score: ``(B, 1, H, W)`` a reliability map to use instead of the forward-backward score
+            (then ``flow_bw`` may be None), e.g. the world's static, visible pixels.
+    """
+    from .. import twoview
+
+    dims = check_tensor(flow_fw, "flow_fw", ("B", 2, "H", "W"))
+    if score is None:
+        if flow_bw is None:
+            raise ValueError("pose_from_flow needs flow_bw (for the forward-backward score) or a score map")
+        check_tensor(flow_bw, "flow_bw", ("B", 2, "H", "W"), dims=dims)
+    check_same_device(flow_fw=flow_fw, K=K)
+    with torch.autocast(flow_fw.device.type, enabled=False):
+        ff = flow_fw.float()
+        score = fb_score(ff, flow_bw.float()) if score is None else score.float()
+        p1, p2, index = sample_correspondences(ff, score, top_fraction, samples, generator)
+        b = p1.shape[0]
+        Kb = (K[None] if K.ndim == 2 else K).float().expand(b, 3, 3)
+        F_, inl, info = twoview.ransac_fundamental(p1, p2, threshold=threshold, confidence=confidence,
+                                                  generator=generator, return_info=True)
+        E = twoview.essential_from_fundamental(F_, Kb, Kb)
+        R, t, front = twoview.recover_pose(E, p1, p2, Kb, Kb, mask=inl)
+        inliers = inl & front
+        ok = ~info.degenerate.to(inliers.device) & (inliers.sum(1) >= 8)
+    return FlowPose(R=R, t=t, F=F_, p1=p1, p2=p2, index=index, inliers=inliers, ok=ok)
+
+
+def triangulate_correspondences(
+    pose: FlowPose, K: torch.Tensor, min_parallax_deg: float = 0.5, max_error: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Depth of each sampled correspondence by midpoint triangulation with the pose from F, in
+    units of the (unit) baseline, and which depths to trust: RANSAC inliers in front of both
+    cameras, whose rays meet at more than ``min_parallax_deg`` degrees (near-parallel rays, near
+    the focus of expansion or far away, give wild depths) and reproject within ``max_error``
+    pixels. Returns ``(depth (B, N), valid (B, N) bool)``; depth is 0 where not valid."""
+    from .. import twoview
+
+    b = pose.p1.shape[0]
+    with torch.autocast(pose.p1.device.type, enabled=False):
+        Kb = (K[None] if K.ndim == 2 else K).float().expand(b, 3, 3)
+        X, err = twoview.triangulate_midpoint(pose.p1, pose.p2, Kb, Kb, pose.R, pose.t)
+        d1 = twoview._homogeneous(pose.p1.double()) @ torch.linalg.inv(Kb.double()).mT
+        d2 = twoview._homogeneous(pose.p2.double()) @ torch.linalg.inv(Kb.double()).mT @ pose.R.double()
+        cos = (d1 * d2).sum(-1) / (d1.norm(dim=-1) * d2.norm(dim=-1))
+        parallax = torch.rad2deg(torch.arccos(cos.clamp(-1.0, 1.0))).float()
+        valid = pose.inliers & pose.ok[:, None] & (X[..., 2] > 0) & (parallax > min_parallax_deg) & (err < max_error)
+        depth = torch.where(valid, X[..., 2], torch.zeros_like(X[..., 2]))
+    return depth, valid
+
+
+def align_scale(pred: torch.Tensor, reference: torch.Tensor, valid: torch.Tensor, outlier_ratio: float = 0.3) -> torch.Tensor:
+    """The scale ``s`` per batch element that brings ``reference`` (e.g. triangulated depth, in
+    baselines) to ``pred`` (the network's depth): first the ratio of medians, then a least-squares
+    refinement ``s = sum(pred·ref) / sum(ref^2)`` over the points within ``outlier_ratio`` relative
+    error of the median fit. ``pred``, ``reference``, ``valid``: ``(B, N)``. Returns ``(B,)``
+    (1 for an element without valid points); no gradient flows through it."""
+    dims = check_tensor(pred, "pred", ("B", "N"))
+    check_tensor(reference, "reference", ("B", "N"), dims=dims)
+    check_tensor(valid, "valid", ("B", "N"), dims=dims, floating=False)
+    pred, ref = pred.detach().float(), reference.detach().float()
+    m = valid.bool() & (ref > 0) & (pred > 0)
+    nan = torch.full_like(pred, torch.nan)
+    s0 = torch.where(m, pred, nan).nanmedian(dim=1).values / torch.where(m, ref, nan).nanmedian(dim=1).values
+    s0 = torch.nan_to_num(s0, nan=1.0)  # no valid point
+    keep = m & ((pred - s0[:, None] * ref).abs() <= outlier_ratio * pred)
+    num, den = (pred * ref * keep).sum(1), (ref.square() * keep).sum(1)
+    return torch.where(den > 0, num / den.clamp(min=1e-12), s0)
+
+
+def depth_loss(
+    disps: Mapping[int, torch.Tensor],
+    flow_fw: torch.Tensor,
+    flow_bw: torch.Tensor,
+    image1: torch.Tensor,
+    image2: torch.Tensor,
+    K: torch.Tensor,
+    config: TrianFlowConfig | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The depth stage's loss (TrianFlow's second stage, module doc) for the depth network's
+    disparities ``{scale: (B, 1, H/2^s, W/2^s)}`` of ``image1``, given the frozen flow network's
+    ``flow_fw`` / ``flow_bw`` ``(B, 2, H, W)`` between ``image1`` and ``image2`` and the
+    intrinsics ``K (B, 3, 3)`` of the images' size:
+
+    1. pose from F on the best-scored correspondences (:func:`pose_from_flow`), no pose network;
+    2. their triangulated depth ``Z`` (:func:`triangulate_correspondences`, unit baseline);
+    3. at each scale, the depth ``D`` (upsampled to the input) read at those pixels, the scale
+       ``s`` that brings ``Z`` to it (:func:`align_scale`, no gradient), and
+       ``mean |log D - log(s Z)|`` over the trusted points;
+    4. ``image2`` warped into ``image1`` with ``D`` and ``(R, s t)``, the photometric error
+       (0.85 SSIM + 0.15 L1) on pixels that are visible (forward-backward test) and rigid
+       (flow within ``rigid_threshold`` pixels of its epipolar line);
+    5. edge-aware smoothness of the mean-normalised disparity, divided by ``2^scale``.
+
+    Batch elements whose pose is not usable (:attr:`FlowPose.ok` False) contribute only the
+    smoothness. Returns ``(loss, logs)``: ``triangulation``, ``reprojection``, ``smoothness``,
+    ``inlier_share``, ``points`` (trusted triangulated points per pair), ``rigid`` (share of
+    pixels), ``pose_ok`` (share of pairs)."""
+    from .. import twoview
+    from ..camera import pixel_grid
+    from ..pose import make_pose
+    from ..warping import rigid_warp
+
+    cfg = config or TrianFlowConfig()
+    dims = check_tensor(image1, "image1", ("B", 3, "H", "W"))
+    check_tensor(image2, "image2", ("B", 3, "H", "W"), dims=dims)
+    check_tensor(flow_fw, "flow_fw", ("B", 2, "H", "W"), dims=dims)
+    check_tensor(flow_bw, "flow_bw", ("B", 2, "H", "W"), dims=dims)
+    b, _, h, w = image1.shape
+    K = K.float() if K.ndim == 3 else K.float()[None].expand(b, 3, 3)
+    with torch.no_grad(), torch.autocast(image1.device.type, enabled=False):
+        ff, fb = flow_fw.float(), flow_bw.float()
+        pose = pose_from_flow(ff, fb, K, top_fraction=cfg.top_fraction, samples=cfg.samples,
+                              threshold=cfg.ransac_threshold, generator=generator)
+        z, trusted = triangulate_correspondences(pose, K, cfg.min_parallax_deg)
+        grid = pixel_grid(h, w, device=ff.device)[:2].reshape(2, -1).mT[None].expand(b, -1, -1)
+        epi = twoview.sampson_distance(pose.F, grid, grid + ff.flatten(2).mT).reshape(b, 1, h, w)
+        rigid = visible_mask(ff, fb, cfg.occlusion_a1, cfg.occlusion_a2) & (epi < cfg.rigid_threshold)
+        rigid = rigid & pose.ok[:, None, None, None]
+    tri_sum = photo_sum = smooth_sum = image1.new_zeros(())
+    for s_, disp in sorted(disps.items()):
+        disp_full = F.interpolate(disp.float(), size=(h, w), mode="bilinear", align_corners=False)
+        depth = 1.0 / disp_full
+        d_at = depth.flatten(1).gather(1, pose.index)
+        scale = align_scale(d_at, z, trusted)
+        n = trusted.sum().clamp(min=1)
+        log_err = (d_at.clamp(min=1e-6).log() - (scale[:, None] * z).clamp(min=1e-6).log()).abs()
+        tri_sum = tri_sum + (log_err * trusted).sum() / n
+        T = make_pose(pose.R.float(), scale[:, None] * pose.t.float())
+        warped, inside = rigid_warp(image2, depth, T, K, padding_mode="border")
+        err = photometric_error(warped, image1)
+        m = (rigid & inside).to(err.dtype)
+        photo_sum = photo_sum + (err * m).sum() / m.sum().clamp(min=1.0)
+        small = resize(image1, tuple(disp.shape[-2:]))
+        smooth_sum = smooth_sum + smoothness(disp.float(), small, order=1, normalize=True) / 2**s_
+    loss = (cfg.triangulation_weight * tri_sum + cfg.reprojection_weight * photo_sum
+            + cfg.depth_smoothness_weight * smooth_sum)
+    logs = {"triangulation": tri_sum.detach(), "reprojection": photo_sum.detach(), "smoothness": smooth_sum.detach(),
+            "inlier_share": pose.inliers.float().mean(), "points": trusted.float().sum(1).mean(),
+            "rigid": rigid.float().mean(), "pose_ok": pose.ok.float().mean()}
+    return loss, logs
+
+
 class TrianFlowNet(nn.Module):
-    """TrianFlow's networks in one module; in the flow stage, the flow network alone."""
+    """TrianFlow's networks in one module: the flow network ``flow`` and, for the depth stage, the
+    depth network (``encoder`` + ``decoder``, SfMLearner's disparity ``10·sigmoid + 0.01``)."""
 
     def __init__(self, config: TrianFlowConfig) -> None:
         super().__init__()
         self.config = config
         self.flow = FlowNet(width=config.flow_width, max_displacement=config.max_displacement)
+        if config.stage == "depth":
+            self.encoder = ResNetEncoder(depth=18, width=config.encoder_width, in_channels=3)
+            self.decoder = DepthDecoder(self.encoder.channels, scales=(0, 1, 2, 3), out_channels=1)
 
-    def forward(self, image1: torch.Tensor, image2: torch.Tensor) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
-        """Forward and backward flows at every level (one batched pass over both orders)."""
+    def forward(self, image1: torch.Tensor, image2: torch.Tensor, *, with_depth: bool = False) -> Any:
+        """Flow stage: the forward and backward flows at every level, ``({level: (B, 2, h, w)},
+        {level: ...})``, in one batched pass over both orders. With ``with_depth`` (depth stage):
+        ``{"flow_fw", "flow_bw"}`` the finest flows upsampled to the input, computed without
+        gradient (the flow network is frozen), and ``"disp"`` the disparities of ``image1``."""
         b = image1.shape[0]
-        flows = self.flow(torch.cat([image1, image2]), torch.cat([image2, image1]))
-        return {k: v[:b] for k, v in flows.items()}, {k: v[b:] for k, v in flows.items()}
+        if not with_depth:
+            flows = self.flow(torch.cat([image1, image2]), torch.cat([image2, image1]))
+            return {k: v[:b] for k, v in flows.items()}, {k: v[b:] for k, v in flows.items()}
+        with torch.no_grad():
+            both = self.flow.flow(torch.cat([image1, image2]), torch.cat([image2, image1]))
+        return {"flow_fw": both[:b], "flow_bw": both[b:], "disp": self.depth(image1)}
+
+    def depth(self, image: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Disparity (inverse depth up to scale) at scales 0..3; depth stage only."""
+        if not hasattr(self, "decoder"):
+            raise RuntimeError("this TrianFlow model is a flow-stage model: it has no depth network")
+        return {s: disparity_to_depth(v)[0] for s, v in self.decoder(self.encoder(image)).items()}
 
 
 def _net(model: nn.Module) -> TrianFlowNet:
@@ -191,9 +489,11 @@ def predict_flow(model: nn.Module, image1: torch.Tensor, image2: torch.Tensor) -
 
 
 class TrianFlow(Method):
-    """TrianFlow for :class:`~lesson_lib.training.Trainer` (flow stage): batches of
+    """TrianFlow for :class:`~lesson_lib.training.Trainer`: batches of
     :class:`~lesson_lib.data.VideoDataset` 3-frame snippets; the pair is the target and the next
-    frame (``sources[:, 1]``), whose true flow the validation set carries."""
+    frame (``sources[:, 1]``), whose true flow (and depth) the validation set carries. The flow
+    stage trains the flow network; the depth stage loads it from ``flow_weights``, freezes it and
+    trains the depth network (:func:`depth_loss`)."""
 
     name: ClassVar[str] = "trianflow"
     config_class: ClassVar[type] = TrianFlowConfig
@@ -202,26 +502,153 @@ class TrianFlow(Method):
 
     def __init__(self, config: TrianFlowConfig | None = None) -> None:
         self.config = config or TrianFlowConfig()
+        self.load_pretrained = True
+        """Whether :meth:`build_model` loads ``flow_weights`` (depth stage); :func:`lesson_lib.methods.load_model`
+        turns it off: the file it loads holds every weight."""
 
     def build_model(self) -> nn.Module:
-        return TrianFlowNet(self.config)
+        from ..training.checkpoints import load_weights_into
 
-    def _pair(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        net = TrianFlowNet(self.config)
+        if self.config.stage == "depth" and self.load_pretrained:
+            if not self.config.flow_weights:
+                raise ValueError("the depth stage needs the flow stage's weights: give --flow-weights PATH")
+            load_weights_into(net.flow, self.config.flow_weights, prefix="flow.", method=self.name)
+        return net
+
+    def frozen_modules(self, model: nn.Module) -> list[nn.Module]:
+        return [_net(model).flow] if self.config.stage == "depth" else []
+
+    def _inputs(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         for key in ("target", "sources"):
             if key not in batch:
                 raise KeyError(f"TrianFlow needs batches with 'target' and 'sources'; {key!r} is missing")
-        image1, image2 = batch["target"], batch["sources"][:, -1]
+        image1, image2, K = batch["target"], batch["sources"][:, -1], batch.get("K")
         size = self.config.input_size
-        return resize(image1, size), resize(image2, size)
+        if size is not None and K is not None and tuple(image1.shape[-2:]) != tuple(size):
+            K = resize_intrinsics(K, tuple(image1.shape[-2:]), size)
+        return resize(image1, size), resize(image2, size), K
+
+    def _pair(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._inputs(batch)[:2]
 
     def loss(self, model: nn.Module, batch: Mapping[str, Any], ctx: StepContext | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
-        image1, image2 = self._pair(batch)
+        image1, image2, K = self._inputs(batch)
+        if self.config.stage == "depth":
+            if K is None:
+                raise KeyError("TrianFlow's depth stage needs batches with 'K'")
+            out = model(image1, image2, with_depth=True)
+            return depth_loss(out["disp"], out["flow_fw"], out["flow_bw"], image1, image2, K, self.config,
+                              generator=ctx.generator if ctx is not None else None)
         fw, bw = model(image1, image2)
         step = ctx.step if ctx is not None else self.config.occlusion_from_step
         return flow_loss(fw, bw, image1, image2, self.config, occlusion=step >= self.config.occlusion_from_step)
 
+    @torch.no_grad()
+    def predict_disparity(self, model: nn.Module, image: torch.Tensor, *, post_processing: bool = False) -> torch.Tensor:
+        """``(B, 1, H, W)`` inverse depth up to scale (depth-stage models); ``post_processing``
+        averages with the mirrored image's prediction, flipped back."""
+        from ..models import network_input_size
+
+        check_tensor(image, "image", ("B", 3, "H", "W"))
+        net = _net(model)
+        was = net.training
+        net.eval()
+        try:
+            size = self.config.input_size or network_input_size(*image.shape[-2:])
+            x = resize(image.float(), size)
+            disp = net.depth(x)[0]
+            if post_processing:
+                disp = 0.5 * (disp + net.depth(x.flip(-1))[0].flip(-1))
+            if tuple(disp.shape[-2:]) != tuple(image.shape[-2:]):
+                disp = F.interpolate(disp, size=tuple(image.shape[-2:]), mode="bilinear", align_corners=False)
+        finally:
+            net.train(was)
+        return disp
+
+    def predict_depth(
+        self,
+        model: nn.Module,
+        image: torch.Tensor,
+        K: torch.Tensor,
+        baseline: torch.Tensor | None = None,
+        *,
+        post_processing: bool = False,
+        max_depth: float = 100.0,
+    ) -> torch.Tensor:
+        """Depth ``1 / disp`` up to an unknown scale (median-scale it before comparing)."""
+        return (1.0 / self.predict_disparity(model, image, post_processing=post_processing)).clamp(max=max_depth)
+
+    @torch.no_grad()
+    def predict_poses(self, model: nn.Module, target: torch.Tensor, sources: torch.Tensor, K: torch.Tensor,
+                      seed: int = 0) -> torch.Tensor:
+        """``T_t_to_s (B, S, 4, 4)`` for each source of a snippet (sources in frame order), with
+        no pose network: the rotation and the direction of translation from F on the flow
+        between the target and the source (:func:`pose_from_flow`), the translation's length from
+        the target's predicted depth (the scale that brings the triangulated points to it,
+        :func:`align_scale`): translation in the depth's unknown unit, as a pose network's.
+        ``K`` ``(B, 3, 3)`` of the images' size. A pair whose pose is not usable (standstill,
+        no parallax) gets the identity. RANSAC draws from a generator seeded with ``seed``."""
+        from ..models import network_input_size
+        from ..pose import make_pose
+
+        net = _net(model)
+        dims = check_tensor(target, "target", ("B", 3, "H", "W"))
+        check_tensor(sources, "sources", ("B", "S", 3, "H", "W"), dims=dims)
+        size = self.config.input_size or network_input_size(*target.shape[-2:])
+        Ks = resize_intrinsics(K.float(), tuple(target.shape[-2:]), size)
+        was = net.training
+        net.eval()
+        try:
+            t_img = resize(target.float(), size)
+            depth = 1.0 / net.depth(t_img)[0]
+            g = torch.Generator(device=target.device).manual_seed(seed)
+            out = []
+            for j in range(sources.shape[1]):
+                s_img = resize(sources[:, j].float(), size)
+                both = net.flow.flow(torch.cat([t_img, s_img]), torch.cat([s_img, t_img]))
+                b = target.shape[0]
+                pose = pose_from_flow(both[:b], both[b:], Ks, top_fraction=self.config.top_fraction,
+                                      samples=self.config.samples, threshold=self.config.ransac_threshold, generator=g)
+                z, trusted = triangulate_correspondences(pose, Ks, self.config.min_parallax_deg)
+                scale = align_scale(depth.flatten(1).gather(1, pose.index), z, trusted)
+                T = make_pose(pose.R.float(), scale[:, None] * pose.t.float())
+                eye = torch.eye(4, device=T.device).expand_as(T)
+                out.append(torch.where(pose.ok[:, None, None], T, eye))
+        finally:
+            net.train(was)
+        return torch.stack(out, dim=1)
+
     def validate(self, model: nn.Module, batch: Mapping[str, Any]) -> dict[str, float]:
+        if self.config.stage == "depth":
+            depth = self.predict_depth(model, batch["target"], batch["K"])
+            m = depth_metrics(depth, batch["depth"], median_scaling=True)
+            return {"abs_rel_median": m["abs_rel"], "a1_median": m["a1"]}
         flow = predict_flow(model, batch["target"], batch["sources"][:, -1])
         valid = batch["flow_valid"].bool()
         return {"epe": flow_epe(flow, batch["flow"], valid),
                 "epe_zero_flow": flow_epe(torch.zeros_like(flow), batch["flow"], valid)}
+
+
+def predict_depth(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Depth ``(B, 1, H, W)`` for ``images (B, 3, H, W)`` in ``[0, 1]`` from a depth-stage model:
+    ``1 / disp``, in metres only up to an unknown scale (median-scale it before comparing).
+    The images are resized to the network's input size and the depth back to ``(H, W)``."""
+    net = _net(model)
+    check_tensor(images, "images", ("B", 3, "H", "W"))
+    check_same_device(images=images, model=next(net.parameters()))
+    return TrianFlow(net.config).predict_depth(net, images, K=None)
+
+
+def predict_poses(model: nn.Module, snippet: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """``T_t_to_s (B, S, 4, 4)`` for a snippet ``(B, 1 + S, 3, H, W)``, **target first** then its
+    sources in frame order (as :func:`lesson_lib.methods.sfmlearner.predict_poses`), from the
+    flow and F (:meth:`TrianFlow.predict_poses`); ``K`` ``(B, 3, 3)`` or ``(3, 3)`` intrinsics of
+    the snippet's images."""
+    net = _net(model)
+    check_tensor(snippet, "snippet", ("B", None, 3, "H", "W"))
+    if snippet.shape[1] < 2:
+        raise ValueError(f"snippet: expected a target and at least one source, got {snippet.shape[1]} frame(s)")
+    check_same_device(snippet=snippet, K=K, model=next(net.parameters()))
+    Kb = K if K.ndim == 3 else K[None].expand(snippet.shape[0], 3, 3)
+    return TrianFlow(net.config).predict_poses(net, snippet[:, 0], snippet[:, 1:], Kb)

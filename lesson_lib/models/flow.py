@@ -101,13 +101,15 @@ class FlowNet(nn.Module):
 
     LEVELS = 5
 
-    def __init__(self, width: int = 16, max_displacement: int = 4, finest: int = 2) -> None:
+    def __init__(self, width: int = 16, max_displacement: int = 4, finest: int = 2, *, detach_upsampled: bool = False,
+                 normalize_features: bool = False) -> None:
         super().__init__()
         if width < 1:
             raise ValueError(f"width must be >= 1, got {width}")
         if not 1 <= finest <= self.LEVELS:
             raise ValueError(f"finest must be in 1..{self.LEVELS}, got {finest}")
         self.max_displacement, self.finest = int(max_displacement), int(finest)
+        self.detach_upsampled, self.normalize_features = bool(detach_upsampled), bool(normalize_features)
         chans = [width * m for m in (1, 2, 3, 4, 6)]
         self.pyramid = nn.ModuleList()
         cin = 3
@@ -144,10 +146,13 @@ class FlowNet(nn.Module):
         flow = feat = None
         for level in range(self.LEVELS, self.finest - 1, -1):
             f1, f2 = p1[level - 1], p2[level - 1]
+            if self.normalize_features:  # zero mean, unit length per pixel before the cost volume (UFlow)
+                c1, c2 = f1 - f1.mean(dim=(1, 2, 3), keepdim=True), f2 - f2.mean(dim=(1, 2, 3), keepdim=True)
+                f1, f2 = F.normalize(c1, dim=1) * c1.shape[1] ** 0.5, F.normalize(c2, dim=1) * c2.shape[1] ** 0.5
             if flow is None:
                 inputs = [cost_volume(f1, f2, self.max_displacement), f1]
             else:
-                flow = upsample_flow(flow, f1.shape[-2:])
+                flow = upsample_flow(flow.detach() if self.detach_upsampled else flow, f1.shape[-2:])
                 feat = F.interpolate(feat, size=f1.shape[-2:], mode="bilinear", align_corners=False)
                 warped, _ = flow_warp(f2, flow)
                 inputs = [cost_volume(f1, warped, self.max_displacement), f1, flow, feat]
