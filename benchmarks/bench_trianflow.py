@@ -8,6 +8,10 @@
 2. **Pose from F**: :func:`lesson_lib.twoview.ransac_fundamental` on ``--n`` correspondences
    (TrianFlow samples 6,000 per pair) with 30 % outliers, then ``E = K^T F K`` and
    :func:`lesson_lib.twoview.recover_pose`; correspondences per second and ms per pair.
+3. **Depth-stage training step** at 128x416 (the frozen flow network both ways, pose from F
+   on 6,000 correspondences per pair, triangulation, the depth loss at four scales, backward,
+   Adam), against SfMLearner's training step on the same snippets (the reference: the pose
+   network's method), images per second and the ratio.
 
 Each figure is the median of ``--repeats`` timed runs after warm-up, timed between
 ``torch.cuda.synchronize()`` calls on a GPU.
@@ -114,6 +118,47 @@ def pose_from_f(device: torch.device, n: int, repeats: int, seed: int = 0) -> di
             "rotation_error_deg": float(result["rot_deg"]), "direction_error_deg": float(result["dir_deg"])}
 
 
+def _snippets(batch: int, size: tuple[int, int]) -> dict:
+    """A batch of real 3-frame snippets of the synthetic world (a moving camera: F is defined)."""
+    from lesson_lib.data.synthetic import VideoDataset, load_split
+
+    data = VideoDataset(load_split("test", 2, 5, *size, progress=False), 3, flow=False)
+    return torch.utils.data.default_collate([data[i % len(data)] for i in range(batch)])
+
+
+def depth_step(device: torch.device, batch: int, repeats: int) -> dict:
+    """ms per training step of TrianFlow's depth stage and of SfMLearner, same snippets."""
+    from lesson_lib.methods.sfmlearner import SfMLearner, SfMLearnerConfig
+    from lesson_lib.methods.trianflow import TrianFlow
+    from lesson_lib.training import StepContext
+    from lesson_lib.training.method import step_generator
+
+    snip = {k: v.to(device) if torch.is_tensor(v) else v for k, v in _snippets(batch, (128, 416)).items()}
+    out = {}
+    for name, method in (("trianflow_depth", TrianFlow(TrianFlowConfig(stage="depth"))),
+                         ("sfmlearner", SfMLearner(SfMLearnerConfig(pose_width=8, multiscale="upsample")))):
+        torch.manual_seed(0)
+        method.load_pretrained = False  # an untrained (frozen) flow network costs the same
+        model = method.build_model().to(device)
+        frozen = {id(p) for m in (method.frozen_modules(model) if hasattr(method, "frozen_modules") else []) for p in m.parameters()}
+        opt = torch.optim.Adam([p for p in model.parameters() if id(p) not in frozen], lr=1e-4)
+        calls = [0]
+
+        def step() -> None:
+            ctx = StepContext(step=calls[0], generator=step_generator(0, calls[0], device=device), device=device)
+            calls[0] += 1
+            opt.zero_grad(set_to_none=True)
+            loss, _ = method.loss(model, snip, ctx)
+            loss.backward()
+            opt.step()
+
+        sec = _median_time(step, device, repeats, warmup=2)
+        out[name] = {"ms_per_step": 1000 * sec, "snippets_per_s": batch / sec}
+    out["ratio"] = out["trianflow_depth"]["ms_per_step"] / out["sfmlearner"]["ms_per_step"]
+    out["batch"] = batch
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
@@ -145,9 +190,16 @@ def main() -> int:
     print(f"\n2. pose from F: RANSAC (8-point, 1 px Sampson, 0.99) + recover_pose on {pf['n']} correspondences, 30 % outliers")
     print(f"   {pf['ms_per_pair']:.1f} ms per pair, {pf['correspondences_per_s']:,.0f} correspondences/s; "
           f"pose error {pf['rotation_error_deg']:.3f} deg rotation, {pf['direction_error_deg']:.2f} deg direction")
+    ds = depth_step(device, ns.batch_size, max(3, ns.repeats // 2))
+    print(f"\n3. training step at 128x416, batch {ds['batch']}, median of {max(3, ns.repeats // 2)} "
+          f"(the reference: SfMLearner's step on the same snippets)")
+    for name in ("trianflow_depth", "sfmlearner"):
+        r = ds[name]
+        print(f"   {name:<16} {r['ms_per_step']:9.1f} ms/step {r['snippets_per_s']:7.2f} snippets/s")
+    print(f"   TrianFlow's depth step takes {ds['ratio']:.2f}x SfMLearner's")
     if ns.json:
         Path(ns.json).write_text(json.dumps({"device": device_name(device), "torch": torch.__version__,
-                                             "flow_step": rows, "pose_from_f": pf}, indent=2))
+                                             "flow_step": rows, "pose_from_f": pf, "depth_step": ds}, indent=2))
     if any(not math.isfinite(r["ms_per_step"]) for r in rows):
         return 1
     return 0

@@ -154,6 +154,25 @@ def test_commands_train_evaluate_predict_trianflow(tmp_path):
     assert flow.shape == (2, 128, 128) and np.isfinite(flow).all() and (tmp_path / "pred" / "a_to_b_flow.png").is_file()
     r = cli("predict", tmp_path / "a.png", "--weights", tmp_path / "run" / "latest.pt", "--out", tmp_path / "pred")
     assert r.returncode != 0 and "two images" in r.stderr
+    # the depth stage: the flow run's network loaded and frozen; evaluate reports depth, ATE-5, two-view pose, flow
+    r = cli("train", "trianflow", "--stage", "depth", "--flow-weights", tmp_path / "run" / "latest.pt", "--steps", "2",
+            "--batch-size", "2", "--train-sequences", "1", "--train-frames", "4", "--val-sequences", "1",
+            "--val-frames", "3", "--validate-every", "2", "--image-height", "64", "--image-width", "224",
+            "--flow-width", "4", "--encoder-width", "4", "--samples", "500", "--no-progress", "--out-dir", tmp_path / "depth")
+    assert r.returncode == 0, r.stderr
+    assert "abs_rel_median" in (tmp_path / "depth" / "val.csv").read_text()
+    r = cli("evaluate", tmp_path / "depth" / "latest.pt", "--sequences", "1", "--frames", "5", "--motion-sequences", "1",
+            "--json", tmp_path / "d.json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "d.json").read_text())
+    assert report["results"]["median-scaled"]["abs_rel"] > 0
+    assert report["ate"]["model"]["snippets"] == 1 and report["relative_pose"]["pairs"] == 3
+    assert report["flow"]["pairs"] == 3 and "translation-direction error" in r.stdout
+    r = cli("predict", tmp_path / "a.png", "--weights", tmp_path / "depth" / "latest.pt", "--out", tmp_path / "dpred")
+    assert r.returncode == 0, r.stderr
+    assert np.isfinite(np.load(tmp_path / "dpred" / "a_disp.npy")).all()
+    r = cli("train", "trianflow", "--stage", "depth", "--steps", "1", "--out-dir", tmp_path / "nope")
+    assert r.returncode != 0 and "--flow-weights" in r.stderr
 
 
 def test_occlusion_warm_up_counts_every_pixel_inside():

@@ -190,3 +190,71 @@ def test_depth_stage_loads_and_freezes_the_flow_network(tmp_path):
     torch.testing.assert_close(T[..., 3, :], torch.tensor([0.0, 0.0, 0.0, 1.0]).expand(1, 2, 4))
     with pytest.raises(RuntimeError, match="no depth network"):
         predict_depth(TrianFlowNet(flow_cfg), item["target"][None])
+
+
+def _loss_inputs(b=2):
+    depth, T, flow, front = _scene(b=b)
+    from lesson_lib.pose import invert_pose
+    from lesson_lib.warping import sample
+
+    uv_b, _ = rigid_sample_points(depth, invert_pose(T), K.expand(b, 3, 3))
+    g = torch.Generator().manual_seed(0)
+    image1 = torch.nn.functional.interpolate(torch.rand(b, 3, H // 4, W // 4, generator=g), size=(H, W),
+                                             mode="bilinear", align_corners=False)
+    image2 = sample(image1, uv_b, "border", True)[0]
+    return depth, flow, uv_b - pixel_grid(H, W)[:2][None], image1, image2
+
+
+def test_depth_loss_is_deterministic_given_the_generator_and_float32_under_autocast():
+    depth, flow, flow_bw, image1, image2 = _loss_inputs()
+    b = depth.shape[0]
+    cfg = TrianFlowConfig(samples=400, ransac_threshold=0.1, min_parallax_deg=0.2, rigid_threshold=1.0)
+    disps = {0: 1.0 / (2.0 * depth), 1: torch.nn.functional.avg_pool2d(1.0 / (2.0 * depth), 2)}
+
+    def run(seed, autocast=False):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            return depth_loss(disps, flow, flow_bw, image1, image2, K.expand(b, 3, 3), cfg,
+                              generator=torch.Generator().manual_seed(seed))
+
+    a, logs_a = run(0)
+    again, logs_again = run(0)
+    assert float(a) == float(again) and float(logs_a["points"]) == float(logs_again["points"])
+    other, logs_other = run(1)
+    assert float(logs_other["points"]) != float(logs_a["points"]) or float(other) != float(a)  # another draw
+    # under bfloat16 autocast the geometry stays in float32: the same pose, the same trusted points
+    mixed, logs_mixed = run(0, autocast=True)
+    assert float(logs_mixed["points"]) == float(logs_a["points"])
+    assert float(logs_mixed["triangulation"]) == pytest.approx(float(logs_a["triangulation"]), abs=1e-3)
+    pose32 = pose_from_flow(flow, None, K, score=torch.ones_like(depth), samples=400, generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pose16 = pose_from_flow(flow.bfloat16(), None, K, score=torch.ones_like(depth),
+                                samples=400, generator=torch.Generator().manual_seed(0))
+    assert pose16.R.dtype != torch.bfloat16 and torch.equal(pose16.index, pose32.index)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_pose_from_flow_on_cuda_matches_the_truth():
+    depth, T, flow, front = _scene()
+    dev = torch.device("cuda")
+    pose = pose_from_flow(flow.to(dev), None, K.to(dev), score=front.float().to(dev), samples=800, threshold=0.1,
+                          generator=torch.Generator(device=dev).manual_seed(0))
+    assert pose.R.device.type == "cuda" and bool(pose.ok.all())
+    torch.testing.assert_close(pose.R.cpu(), T[:, :3, :3], atol=1e-4, rtol=0)
+    t_true = T[:, :3, 3] / T[:, :3, 3].norm(dim=1, keepdim=True)
+    torch.testing.assert_close(pose.t.cpu(), t_true, atol=1e-4, rtol=0)
+    depth_, flow_, flow_bw, image1, image2 = _loss_inputs()
+    loss, logs = depth_loss({0: (1.0 / depth_).to(dev)}, flow_.to(dev), flow_bw.to(dev), image1.to(dev), image2.to(dev),
+                            K.expand(2, 3, 3).to(dev), TrianFlowConfig(samples=400, min_parallax_deg=0.2, rigid_threshold=1.0),
+                            generator=torch.Generator(device=dev).manual_seed(0))
+    assert bool(torch.isfinite(loss)) and float(logs["pose_ok"]) == 1.0
+
+
+def test_bad_inputs_get_clear_errors():
+    depth, T, flow, front = _scene(b=1)
+    with pytest.raises(ValueError, match="flow_fw"):
+        pose_from_flow(flow[:, :1], None, K, score=front.float())
+    with pytest.raises(ValueError, match="flow_bw"):
+        pose_from_flow(flow, flow[..., :10], K)
+    for bad in ({"samples": 4}, {"top_fraction": 0.0}, {"ransac_threshold": -1.0}, {"stage": "pose"}):
+        with pytest.raises(ValueError):
+            TrianFlowConfig(**bad)

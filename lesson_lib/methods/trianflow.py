@@ -1,27 +1,39 @@
 """TrianFlow (Zhao et al., CVPR 2020, "Towards Better Generalization: Joint Depth-Pose Learning
-without PoseNet"), chapter 09: its first stage, optical flow learnt without labels.
+without PoseNet"), chapter 09: optical flow learnt without labels, then depth learnt from the
+points the flow lets us triangulate, with the camera's motion from the fundamental matrix
+instead of a pose network.
 
-The flow network (:class:`~lesson_lib.models.FlowNet`, PWC-style) sees two consecutive frames
-and predicts the forward flow ``F_f`` (frame 1 to frame 2) and, with the frames swapped, the
-backward flow ``F_b``. Nothing tells it the true flow; the loss rebuilds each frame from the
-other through the flow and compares:
+**Stage 1, flow.** The flow network (:class:`~lesson_lib.models.FlowNet`, PWC-style) sees two
+consecutive frames and predicts the forward flow ``F_f`` (frame 1 to frame 2) and, with the
+frames swapped, the backward flow ``F_b``. Nothing tells it the true flow; the loss rebuilds
+each frame from the other through the flow and compares:
 
-    L = sum_levels [ mean_{visible, inside} pe(I_1, I_2<F_f>) + mean_{visible, inside} pe(I_2, I_1<F_b>) ]
+    L = sum_levels [ mean_visible pe(I_1, I_2<F_f>) + mean_visible pe(I_2, I_1<F_b>) ]
         + lambda_s · (smooth2(F_f) + smooth2(F_b))                       (finest level, edge-aware)
 
-``pe`` is chapter 04's ``0.85·(1 - SSIM)/2 + 0.15·L1``; the finest ``loss_levels`` levels' flows
-are upsampled to the input's resolution before warping (as monodepth2 does for depth). The warp
-reads the border outside the image and every pixel counts: with pixels whose flow leaves the
-image left out, the network learns to send the hard pixels out of the image. **Occlusion** comes from the
-forward-backward consistency of the finest flows: a pixel of frame 1 is visible in frame 2
+``pe`` is chapter 04's ``0.85·(1 - SSIM)/2 + 0.15·L1`` (or a soft census distance); each of the
+finest ``loss_levels`` levels is compared with the images reduced to its own resolution
+(``loss_resolution="level"``, the classical pyramid: a coarse level sees large motions as small
+ones) or, with ``"input"``, upsampled to the input (monodepth2's way for depth). The warp reads
+the border outside the image and every pixel counts: with pixels whose flow leaves the image
+left out, the network learns to send the hard pixels out of the image. **Occlusion** comes from
+the forward-backward consistency of the finest flows: a pixel of frame 1 is visible in frame 2
 when following ``F_f`` and then ``F_b`` brings it back, ``|F_f + F_b<F_f>|^2 < a1 (|F_f|^2 +
 |F_b<F_f>|^2) + a2`` (UnFlow's test, ``a1 = 0.01``, ``a2 = 0.5``); occluded pixels are left
-out of the photometric term, from step ``occlusion_from_step`` on (before it, every pixel counts:
-the first, random flows would exclude most pixels). TrianFlow's score of how reliable a correspondence is,
-``M_s = 1 / (0.1 + D_fb)`` with ``D_fb = |F_f + F_b<F_f>|``, is :func:`fb_score`.
+out of the photometric term from step ``occlusion_from_step`` on (before it, every pixel counts:
+the first, random flows would exclude most pixels). TrianFlow's score of how reliable a
+correspondence is, ``M_s = 1 / (0.1 + D_fb)`` with ``D_fb = |F_f + F_b<F_f>|``, is :func:`fb_score`.
 
-The second stage (depth trained against triangulated points, pose from the fundamental matrix)
-builds on this module and chapter 08's :mod:`lesson_lib.twoview`.
+**Stage 2, depth** (:func:`depth_loss`; the flow network loaded from ``flow_weights`` and
+frozen). For each pair: the best ``top_fraction`` of pixels by ``M_s`` (those whose flow stays
+inside), ``samples`` of them drawn with the trainer's per-step generator
+(:func:`sample_correspondences`); F by RANSAC, ``E = K^T F K`` and the pose by cheirality
+(:func:`pose_from_flow`, chapter 08's :mod:`lesson_lib.twoview`, in float32 whatever autocast
+says); midpoint triangulation of the inliers with near-parallel rays dropped
+(:func:`triangulate_correspondences`); the network's depth aligned to the triangulated points by
+the ratio of medians then least squares (:func:`align_scale`); the loss: log-depth error at the
+triangulated points, the photometric error of the next frame warped with the depth and the
+scaled pose on rigid (epipolar distance < ``rigid_threshold``) visible pixels, and smoothness.
 """
 
 from __future__ import annotations
@@ -59,6 +71,10 @@ class TrianFlowConfig:
     flow_weights: str = option("", "depth stage: the flow stage's checkpoint or weights file")
     flow_width: int = option(16, "flow network width (pyramid channels width x (1, 2, 3, 4, 6))")
     max_displacement: int = option(4, "cost-volume search range in pixels of each level")
+    normalize_features: bool = option(True, "give each pixel's pyramid features zero mean and unit length before the "
+                                      "cost volume (UFlow): the correlations are cosines in [-1, 1] from the first "
+                                      "step; without, they start around 1e-4 and the network first has to learn to "
+                                      "amplify its features")
     photometric: str = option("ssim", "photometric error: ssim (0.85 SSIM + 0.15 L1, chapter 04) or census "
                               "(soft census transform, 7x7)", choices=("ssim", "census"))
     ssim_weight: float = option(0.85, "weight of the SSIM term in the photometric error (the rest L1)")
@@ -71,9 +87,9 @@ class TrianFlowConfig:
                                   "are found) or input (the flow upsampled to the input, monodepth2's way)",
                                   choices=("level", "input"))
     smoothness_order: int = option(2, "order of the edge-aware flow smoothness (1 or 2)", choices=(1, 2))
-    occlusion_from_step: int = option(0, "training steps before the occlusion mask is used (before: every pixel that "
-                                      "stays inside counts); with the mask from the start the random first flows "
-                                      "exclude most pixels and the network never recovers them")
+    occlusion_from_step: int = option(1500, "training steps before the occlusion mask is used (before: every pixel "
+                                      "counts); with the mask from the start the random first flows fail the "
+                                      "forward-backward test almost everywhere and leave nothing to learn from")
     encoder_width: int = option(16, "depth stage: depth encoder width (64 is ResNet-18)")
     top_fraction: float = option(0.2, "depth stage: share of pixels, best forward-backward score first, the "
                                  "correspondences are drawn from")
@@ -435,7 +451,8 @@ class TrianFlowNet(nn.Module):
     def __init__(self, config: TrianFlowConfig) -> None:
         super().__init__()
         self.config = config
-        self.flow = FlowNet(width=config.flow_width, max_displacement=config.max_displacement)
+        self.flow = FlowNet(width=config.flow_width, max_displacement=config.max_displacement,
+                            normalize_features=config.normalize_features)
         if config.stage == "depth":
             self.encoder = ResNetEncoder(depth=18, width=config.encoder_width, in_channels=3)
             self.decoder = DepthDecoder(self.encoder.channels, scales=(0, 1, 2, 3), out_channels=1)

@@ -95,6 +95,12 @@ class FlowNet(nn.Module):
             the estimators (``width * (4, 3, 2, 1)``). 16 trains on a CPU.
         max_displacement: the cost volume's search range at every level (4, as PWC-Net and TrianFlow).
         finest: the finest level estimated (2: a quarter of the input's resolution).
+        detach_upsampled: pass the coarser level's flow on without gradient (UFlow's
+            stop-gradient), so each level's loss trains that level's estimator only.
+        normalize_features: before each cost volume, subtract the features' mean and scale each
+            pixel's feature vector to length ``sqrt(C)`` (UFlow), so the cost volume holds
+            cosine similarities in ``[-1, 1]``; without, randomly initialised features make it
+            about ``1e-4`` and the estimators first have to learn to amplify them.
 
     Input sizes must be multiples of 32 (five halvings).
     """

@@ -57,6 +57,12 @@ from .ch08_twoview import (
     check_in_front,
     check_midpoint,
 )
+from .ch09_trianflow import (
+    check_cost_volume,
+    check_fb_visible,
+    check_top_correspondences,
+    check_scale_alignment,
+)
 from .a1_world import check_ray_box
 
 __all__ = [
@@ -89,5 +95,9 @@ __all__ = [
     "check_rank2_projection",
     "check_in_front",
     "check_midpoint",
+    "check_cost_volume",
+    "check_fb_visible",
+    "check_top_correspondences",
+    "check_scale_alignment",
     "check_ray_box",
 ]
