@@ -102,6 +102,8 @@ class TrianFlowConfig:
     triangulation_weight: float = option(1.0, "depth stage: weight of |log D - log(s Z)| at the triangulated points")
     reprojection_weight: float = option(1.0, "depth stage: weight of the photometric error of the next frame "
                                         "warped with the depth and the pose from F, on rigid visible pixels")
+    reprojection_ssim_weight: float = option(0.85, "depth stage: weight of SSIM in the reprojection's photometric "
+                                             "error (the rest L1); 0: L1 alone, as SfMLearner")
     depth_smoothness_weight: float = option(1e-3, "depth stage: edge-aware first-order smoothness of the "
                                             "mean-normalised disparity (divided by 2^scale)")
     input_height: int = option(0, "the network's input height (multiple of 32); 0: the data's own size")
@@ -112,8 +114,9 @@ class TrianFlowConfig:
         name = type(self).__name__
         if self.flow_width < 1 or self.max_displacement < 1 or self.loss_levels < 1:
             raise ValueError(f"{name}: flow_width, max_displacement and loss_levels must be >= 1")
-        if not 0.0 <= self.ssim_weight <= 1.0:
-            raise ValueError(f"{name}.ssim_weight must be in [0, 1], got {self.ssim_weight}")
+        for f in ("ssim_weight", "reprojection_ssim_weight"):
+            if not 0.0 <= getattr(self, f) <= 1.0:
+                raise ValueError(f"{name}.{f} must be in [0, 1], got {getattr(self, f)}")
         if self.encoder_width < 1 or self.samples < 8 or not 0.0 < self.top_fraction <= 1.0:
             raise ValueError(f"{name}: encoder_width must be >= 1, samples >= 8 and top_fraction in (0, 1]")
         for f in ("smoothness_weight", "occlusion_a1", "occlusion_a2", "occlusion_from_step", "ransac_threshold",
@@ -391,7 +394,7 @@ def depth_loss(
        ``s`` that brings ``Z`` to it (:func:`align_scale`, no gradient), and
        ``mean |log D - log(s Z)|`` over the trusted points;
     4. ``image2`` warped into ``image1`` with ``D`` and ``(R, s t)``, the photometric error
-       (0.85 SSIM + 0.15 L1) on pixels that are visible (forward-backward test) and rigid
+       (``reprojection_ssim_weight`` SSIM + the rest L1) on pixels that are visible (forward-backward test) and rigid
        (flow within ``rigid_threshold`` pixels of its epipolar line);
     5. edge-aware smoothness of the mean-normalised disparity, divided by ``2^scale``.
 
@@ -431,7 +434,7 @@ def depth_loss(
         tri_sum = tri_sum + (log_err * trusted).sum() / n
         T = make_pose(pose.R.float(), scale[:, None] * pose.t.float())
         warped, inside = rigid_warp(image2, depth, T, K, padding_mode="border")
-        err = photometric_error(warped, image1)
+        err = photometric_error(warped, image1, alpha=cfg.reprojection_ssim_weight)
         m = (rigid & inside).to(err.dtype)
         photo_sum = photo_sum + (err * m).sum() / m.sum().clamp(min=1.0)
         small = resize(image1, tuple(disp.shape[-2:]))
