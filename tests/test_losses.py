@@ -354,3 +354,33 @@ def test_bad_input():
         losses.smoothness(torch.ones(1, 1, 5, 6), a, order=3)
     with pytest.raises(ValueError, match=r"image: expected shape \(B, \*, H, W\).*got \(1, 3, 5, 7\)"):
         losses.smoothness(torch.ones(1, 1, 5, 6), torch.rand(1, 3, 5, 7))
+
+
+def test_census_transform_against_a_loop_and_its_invariances():
+    from lesson_lib.losses import census_error, census_transform
+
+    g = torch.Generator().manual_seed(3)
+    img = torch.rand(1, 3, 6, 7, generator=g, dtype=torch.float64)
+    t = census_transform(img, window=3)
+    assert t.shape == (1, 8, 6, 7)
+    grey = 255.0 * img.mean(1)[0]
+    k = 0
+    for dv in (-1, 0, 1):
+        for du in (-1, 0, 1):
+            if dv == 0 and du == 0:
+                continue
+            for v in range(6):
+                for u in range(7):
+                    n = grey[min(max(v + dv, 0), 5), min(max(u + du, 0), 6)] - grey[v, u]  # border read
+                    assert float(t[0, k, v, u]) == pytest.approx(float(n / (0.81 + n * n) ** 0.5))
+            k += 1
+    assert float(census_error(img, img).abs().max()) == 0.0
+    # a brightness offset changes no difference between neighbours: the census is blind to it
+    assert float(census_error(img, img + 0.1).abs().max()) < 1e-12
+    shifted = torch.roll(img, 1, dims=-1)
+    e = census_error(img, shifted)
+    assert e.shape == (1, 1, 6, 7) and float(e.mean()) > 0.1 and float(e.max()) < 1.0
+    with pytest.raises(ValueError, match="odd"):
+        census_transform(img, window=4)
+    with pytest.raises(ValueError):
+        census_error(img, img[..., :5])
