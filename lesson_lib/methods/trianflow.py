@@ -345,8 +345,10 @@ def triangulate_correspondences(
     with torch.autocast(pose.p1.device.type, enabled=False):
         Kb = (K[None] if K.ndim == 2 else K).float().expand(b, 3, 3)
         X, err = twoview.triangulate_midpoint(pose.p1, pose.p2, Kb, Kb, pose.R, pose.t)
-        d1 = twoview._homogeneous(pose.p1.double()) @ torch.linalg.inv(Kb.double()).mT
-        d2 = twoview._homogeneous(pose.p2.double()) @ torch.linalg.inv(Kb.double()).mT @ pose.R.double()
+        def rays(p):  # homogeneous pixels through K^-1: ray directions in the camera's frame
+            return torch.cat([p.double(), torch.ones_like(p[..., :1], dtype=torch.float64)], -1) @ torch.linalg.inv(Kb.double()).mT
+
+        d1, d2 = rays(pose.p1), rays(pose.p2) @ pose.R.double()
         cos = (d1 * d2).sum(-1) / (d1.norm(dim=-1) * d2.norm(dim=-1))
         parallax = torch.rad2deg(torch.arccos(cos.clamp(-1.0, 1.0))).float()
         valid = pose.inliers & pose.ok[:, None] & (X[..., 2] > 0) & (parallax > min_parallax_deg) & (err < max_error)
@@ -476,7 +478,7 @@ class TrianFlowNet(nn.Module):
     def depth(self, image: torch.Tensor) -> dict[int, torch.Tensor]:
         """Disparity (inverse depth up to scale) at scales 0..3; depth stage only."""
         if not hasattr(self, "decoder"):
-            raise RuntimeError("this TrianFlow model is a flow-stage model: it has no depth network")
+            raise NotImplementedError("this TrianFlow model is a flow-stage model: it has no depth network")
         return {s: disparity_to_depth(v)[0] for s, v in self.decoder(self.encoder(image)).items()}
 
 
