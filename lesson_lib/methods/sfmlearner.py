@@ -54,7 +54,7 @@ from ..models import DepthDecoder, PoseExpNet, ResNetEncoder, explainability, ne
 from ..training import Method, NetworkOptions, StepContext, option
 from ..warping import rigid_warp
 
-__all__ = ["SfMLearnerConfig", "SfMLearnerNet", "SfMLearner", "sfmlearner_loss", "disparity_to_depth",
+__all__ = ["SfMLearnerConfig", "SfMLearnerNet", "SfMLearner", "sfmlearner_loss", "disparity_to_depth", "monocular_disparity",
            "predict_depth", "predict_poses"]
 
 MIN_DISP, DISP_RANGE = 0.01, 10.0
@@ -229,25 +229,10 @@ class SfMLearner(Method):
         target, sources, K = self._inputs(batch)
         return sfmlearner_loss(model(target, sources), target, sources, K, self.config)
 
-    @torch.no_grad()
     def predict_disparity(self, model: nn.Module, image: torch.Tensor, *, post_processing: bool = False) -> torch.Tensor:
         """``(B, 1, H, W)`` inverse depth up to scale (SfMLearner has no post-processing: the
         flag averages with the mirrored image's prediction, flipped back)."""
-        check_tensor(image, "image", ("B", 3, "H", "W"))
-        net = _net(model)
-        was_training = net.training
-        net.eval()
-        try:
-            size = self.config.input_size or network_input_size(*image.shape[-2:])
-            x = resize(image.float(), size)
-            disp = net.depth(x)[0]
-            if post_processing:
-                disp = 0.5 * (disp + net.depth(x.flip(-1))[0].flip(-1))
-            if tuple(disp.shape[-2:]) != tuple(image.shape[-2:]):
-                disp = nn.functional.interpolate(disp, size=tuple(image.shape[-2:]), mode="bilinear", align_corners=False)
-        finally:
-            net.train(was_training)
-        return disp
+        return monocular_disparity(_net(model), image, self.config.input_size, post_processing=post_processing)
 
     def predict_depth(
         self,
@@ -285,6 +270,30 @@ class SfMLearner(Method):
         depth = self.predict_depth(model, batch["target"], batch["K"])
         m = depth_metrics(depth, batch["depth"], median_scaling=True)
         return {"abs_rel_median": m["abs_rel"], "a1_median": m["a1"]}
+
+
+@torch.no_grad()
+def monocular_disparity(
+    net: nn.Module, image: torch.Tensor, input_size: tuple[int, int] | None = None, *, post_processing: bool = False
+) -> torch.Tensor:
+    """The full-scale disparity ``net.depth(x)[0]`` of a monocular depth network (SfMLearner's,
+    TrianFlow's) for ``image (B, 3, H, W)``: resized to ``input_size`` (None: the nearest size the
+    network takes), with ``post_processing`` averaged with the mirrored image's prediction flipped
+    back, and resized back to ``(H, W)``. The network runs in eval mode and is left as it was."""
+    check_tensor(image, "image", ("B", 3, "H", "W"))
+    was_training = net.training
+    net.eval()
+    try:
+        size = input_size or network_input_size(*image.shape[-2:])
+        x = resize(image.float(), size)
+        disp = net.depth(x)[0]
+        if post_processing:
+            disp = 0.5 * (disp + net.depth(x.flip(-1))[0].flip(-1))
+        if tuple(disp.shape[-2:]) != tuple(image.shape[-2:]):
+            disp = F.interpolate(disp, size=tuple(image.shape[-2:]), mode="bilinear", align_corners=False)
+    finally:
+        net.train(was_training)
+    return disp
 
 
 def _net(model: nn.Module) -> SfMLearnerNet:

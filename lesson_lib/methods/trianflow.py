@@ -54,7 +54,7 @@ from ..metrics import depth_metrics, flow_epe
 from ..models import DepthDecoder, FlowNet, ResNetEncoder, flow_warp, upsample_flow
 from ..training import Method, StepContext, option
 from ..training.config import check_choices, check_input_size
-from .sfmlearner import disparity_to_depth
+from .sfmlearner import disparity_to_depth, monocular_disparity
 
 __all__ = ["TrianFlowConfig", "TrianFlow", "TrianFlowNet", "flow_loss", "fb_consistency", "fb_score", "visible_mask",
            "predict_flow", "sample_correspondences", "FlowPose", "pose_from_flow", "triangulate_correspondences",
@@ -566,27 +566,10 @@ class TrianFlow(Method):
         step = ctx.step if ctx is not None else self.config.occlusion_from_step
         return flow_loss(fw, bw, image1, image2, self.config, occlusion=step >= self.config.occlusion_from_step)
 
-    @torch.no_grad()
     def predict_disparity(self, model: nn.Module, image: torch.Tensor, *, post_processing: bool = False) -> torch.Tensor:
         """``(B, 1, H, W)`` inverse depth up to scale (depth-stage models); ``post_processing``
         averages with the mirrored image's prediction, flipped back."""
-        from ..models import network_input_size
-
-        check_tensor(image, "image", ("B", 3, "H", "W"))
-        net = _net(model)
-        was = net.training
-        net.eval()
-        try:
-            size = self.config.input_size or network_input_size(*image.shape[-2:])
-            x = resize(image.float(), size)
-            disp = net.depth(x)[0]
-            if post_processing:
-                disp = 0.5 * (disp + net.depth(x.flip(-1))[0].flip(-1))
-            if tuple(disp.shape[-2:]) != tuple(image.shape[-2:]):
-                disp = F.interpolate(disp, size=tuple(image.shape[-2:]), mode="bilinear", align_corners=False)
-        finally:
-            net.train(was)
-        return disp
+        return monocular_disparity(_net(model), image, self.config.input_size, post_processing=post_processing)
 
     def predict_depth(
         self,
