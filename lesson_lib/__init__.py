@@ -17,12 +17,14 @@ The maths, by chapter
 - :mod:`lesson_lib.metrics`    -- depth metrics, median scaling, EPE / bad-pixel rates (chapters 05, 06, 10)
 - :mod:`lesson_lib.twoview`    -- epipolar geometry: the 8-point algorithm, RANSAC, pose from E,
   triangulation (chapter 08; chapter 09 trains with it)
+- :mod:`lesson_lib.trajectory` -- whole drives: chaining motions, 7-DoF alignment, KITTI's drift errors (chapter 10)
 - :mod:`lesson_lib.evaluation` -- the evaluation protocol every method is measured with (06-11)
 
 What grows by paper or network
 - :mod:`lesson_lib.models`     -- networks: ``encoders`` (ResNet), ``depth`` (U-Net decoder,
   Monodepth's network), ``pose`` (pose network)
-- :mod:`lesson_lib.methods`    -- one module per method (``monodepth``, ``sfmlearner``) and the registry
+- :mod:`lesson_lib.methods`    -- one module per method (``monodepth``, ``sfmlearner``, ``trianflow``,
+  ``monodepth2``) and the registry
 - :mod:`lesson_lib.training`   -- the method contract, typed configs, the training loop,
   checkpoints and weights files, random states, logs, distributed set-up
 - :mod:`lesson_lib.weights`    -- the trained models shipped with the package

@@ -25,6 +25,7 @@ from ._validate import check_tensor
 from .metrics import ate_snippets, average_metrics, camera_positions, depth_metrics
 
 __all__ = [
+    "CROPS",
     "TEST_SEQUENCES",
     "TEST_FRAMES",
     "MAX_DEPTH",
@@ -40,6 +41,7 @@ __all__ = [
     "mean_motion_poses",
     "evaluate_flow",
     "relative_pose_errors",
+    "drive_motions",
 ]
 
 TEST_SEQUENCES, TEST_FRAMES = 20, 5
@@ -47,6 +49,9 @@ TEST_SEQUENCES, TEST_FRAMES = 20, 5
 
 MAX_DEPTH = 80.0
 """Ground truth beyond this many metres is left out, and predictions are clamped to it (KITTI's cap)."""
+
+CROPS = (None, "garg")
+"""The evaluated region: None, the whole image (the synthetic splits); "garg", Garg et al.'s crop (KITTI)."""
 
 DepthPredictor = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, bool], torch.Tensor]
 
@@ -72,11 +77,16 @@ def per_image_metrics(
     max_depth: float = MAX_DEPTH,
     metric: bool = True,
     device: torch.device | str = "cpu",
+    crop: str | None = None,
 ) -> dict[str, list[dict[str, float]]]:
     """The metrics of every image of ``dataset`` (in its order), ``{label: [row per image]}``,
     with the labels of :func:`evaluate`: what paired comparisons between two models need."""
     from torch.utils.data import DataLoader
 
+    from .metrics import garg_crop_mask
+
+    if crop not in CROPS:
+        raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
     if len(dataset) == 0:
         raise ValueError("the dataset is empty")
     if batch_size < 1:
@@ -85,13 +95,17 @@ def per_image_metrics(
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         left, gt = batch["left"].to(device), batch["depth"].to(device)
         K, baseline = batch["K"].to(device), batch["baseline"].to(device)
+        mask = None
+        if crop == "garg":
+            mask = garg_crop_mask(*gt.shape[-2:], device=gt.device).expand(gt.shape[0], 1, *gt.shape[-2:])
         for pp in post_processing:
             depth = predict(left, K, baseline, bool(pp))
             suffix = " + pp" if pp else ""
             if metric:
-                rows.setdefault("metres" + suffix, []).extend(depth_metrics(depth, gt, max_depth=max_depth, per_image=True))
+                rows.setdefault("metres" + suffix, []).extend(
+                    depth_metrics(depth, gt, mask, max_depth=max_depth, per_image=True))
             rows.setdefault("median-scaled" + suffix, []).extend(
-                depth_metrics(depth, gt, max_depth=max_depth, median_scaling=True, per_image=True)
+                depth_metrics(depth, gt, mask, max_depth=max_depth, median_scaling=True, per_image=True)
             )
     order = [f"{kind}{s}" for kind in ("metres", "median-scaled") for s in ("", " + pp")]
     return {k: rows[k] for k in order if k in rows}
@@ -106,16 +120,20 @@ def evaluate(
     max_depth: float = MAX_DEPTH,
     metric: bool = True,
     device: torch.device | str = "cpu",
+    crop: str | None = None,
 ) -> dict[str, dict[str, float]]:
     """The seven depth metrics of a depth predictor on ``dataset`` (items with ``left``,
-    ``depth``, ``K``, ``baseline``), per image then averaged, up to ``max_depth`` metres.
+    ``depth``, ``K``, ``baseline``), per image then averaged, up to ``max_depth`` metres, over
+    the whole image (``crop=None``, the course's synthetic protocol: the world has exact depth
+    everywhere) or inside Garg et al.'s crop (``crop="garg"``, KITTI's Eigen protocol: its LiDAR
+    covers only the lower part of the image).
 
     Returns ``{label: metrics}`` with labels ``"metres"`` (only with ``metric``) and
     ``"median-scaled"``, each followed by the same with ``" + pp"`` for
     ``post_processing=True``, in that order.
     """
     rows = per_image_metrics(predict, dataset, batch_size=batch_size, post_processing=post_processing,
-                             max_depth=max_depth, metric=metric, device=device)
+                             max_depth=max_depth, metric=metric, device=device, crop=crop)
     return {k: average_metrics(v) for k, v in rows.items()}
 
 
@@ -171,6 +189,7 @@ def evaluate_model(
     batch_size: int = 8,
     post_processing: Sequence[bool] = (False, True),
     max_depth: float = MAX_DEPTH,
+    crop: str | None = None,
 ) -> dict[str, dict[str, float]]:
     """:func:`evaluate` of a trained model through its method's ``predict_depth`` (predictions
     clamped to ``max(100, max_depth)`` m before the metrics' own cap); the "metres" rows only
@@ -181,7 +200,7 @@ def evaluate_model(
         return method.predict_depth(model, image, K, baseline, post_processing=pp, max_depth=max(100.0, max_depth))
 
     return evaluate(predict, dataset, batch_size=batch_size, post_processing=post_processing, max_depth=max_depth,
-                    metric=bool(getattr(method, "metric_depth", False)), device=device)
+                    metric=bool(getattr(method, "metric_depth", False)), device=device, crop=crop)
 
 
 def snippet_trajectory(T_t_to_s: torch.Tensor, target_index: int) -> torch.Tensor:
@@ -374,3 +393,40 @@ def relative_pose_errors(
         dirn += torch.where(failed, torch.full_like(t_err, 90.0), t_err).tolist()
     return {"rotation_deg_mean": float(np.mean(rot)), "direction_deg_mean": float(np.mean(dirn)),
             "failures": failures, "pairs": len(rot), "rotation_deg": rot, "direction_deg": dirn}
+
+
+@torch.no_grad()
+def drive_motions(
+    predict_3: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    frames: torch.Tensor,
+    *,
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """The motions ``T_k_to_{k+1} (N - 1, 4, 4)`` between consecutive frames of a whole drive
+    ``frames (N, 3, H, W)`` from a **3-frame** pose predictor (chapter 10): frame ``k``'s
+    snippet ``[k-1, k, k+1]`` gives ``T_k_to_{k+1}`` (its second source) for ``k = 1..N-2``; the
+    first motion comes from frame 1's snippet, inverted (``T_0_to_1 = inv(T_1_to_0)``).
+    :func:`lesson_lib.trajectory.chain_poses` turns them into a trajectory.
+
+    ``predict_3(target (B,3,H,W), sources (B,2,3,H,W)) -> (B, 2, 4, 4)`` (sources in frame order).
+    Each snippet's translation has its own unknown scale: the chained trajectory shows how
+    consistent that scale is along the drive."""
+    from .pose import invert_pose
+
+    check_tensor(frames, "frames", ("N", 3, "H", "W"))
+    n = frames.shape[0]
+    if n < 3:
+        raise ValueError(f"a drive needs at least 3 frames, got {n}")
+    out = []
+    for start in range(1, n - 1, batch_size):
+        centres = list(range(start, min(start + batch_size, n - 1)))
+        target = frames[centres].to(device)
+        sources = torch.stack([frames[[c - 1 for c in centres]], frames[[c + 1 for c in centres]]], 1).to(device)
+        T = predict_3(target, sources).double()
+        if T.shape != (len(centres), 2, 4, 4):
+            raise ValueError(f"predict_3 gave {tuple(T.shape)}, expected {(len(centres), 2, 4, 4)}")
+        if start == 1:
+            out.append(invert_pose(T[:1, 0]))  # T_0_to_1 from T_1_to_0
+        out.append(T[:, 1])
+    return torch.cat(out).cpu()

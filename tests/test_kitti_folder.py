@@ -712,3 +712,44 @@ def test_image_folder_errors(tmp_path):
         ImageFolder(tmp_path / "f", height=20)
     with pytest.raises(FileNotFoundError, match="missing frame"):
         read_image(tmp_path / "f" / "zzz.png", what="frame 9")
+
+
+# --------------------------------------------------------------------------- evaluate --kitti
+
+
+def test_evaluate_command_on_kitti_with_the_garg_crop(kitti, tmp_path, capsys):
+    """``evaluate --kitti ROOT --split-file FILE`` scores the frames of the split with chapter
+    10's protocol (Garg crop by default) and writes what the library computes directly."""
+    import json
+
+    from lesson_lib import methods, weights
+    from lesson_lib.course.cli import main
+    from lesson_lib.evaluation import evaluate_model
+
+    root, _ = kitti
+    split = _split(tmp_path, f"{FOLDER} 1 l", f"{FOLDER} 2 l", f"{FOLDER} 3 r")
+    path = weights.path("monodepth_lr.pt")
+    size = ["--height", str(H0), "--width", str(W0)]
+    out = tmp_path / "kitti.json"
+    assert main(["evaluate", str(path), "--kitti", str(root), "--split-file", str(split), *size, "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["images"] == 3 and report["crop"] == "garg" and report["size"] == [H0, W0]
+    model, method, _ = methods.load_model(path)
+    data = KittiStereo(root, split, height=H0, width=W0)
+    want = evaluate_model(model, method, data, crop="garg")
+    assert list(report["results"]) == list(want) == ["metres", "metres + pp", "median-scaled", "median-scaled + pp"]
+    for label, row in want.items():
+        assert report["results"][label] == pytest.approx(row, rel=1e-6)
+    whole = tmp_path / "whole.json"
+    assert main(["evaluate", str(path), "--kitti", str(root), "--split-file", str(split), *size, "--crop", "none",
+                 "--json", str(whole)]) == 0
+    whole_res = json.loads(whole.read_text())["results"]
+    assert whole_res == {k: pytest.approx(v, rel=1e-6) for k, v in evaluate_model(model, method, data).items()}
+    assert whole_res["metres"]["abs_rel"] != pytest.approx(report["results"]["metres"]["abs_rel"], rel=1e-6)
+    capsys.readouterr()
+    # errors: one line naming what is wrong, exit status 2
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", str(path), "--kitti", str(root)])
+    assert exc.value.code == 2 and "--split-file" in capsys.readouterr().err
+    assert main(["evaluate", str(path), "--kitti", str(tmp_path / "nowhere"), "--split-file", str(split), *size]) == 2
+    assert "nowhere" in capsys.readouterr().err

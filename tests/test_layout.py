@@ -17,7 +17,7 @@ LAYERS = [
     {"lesson_lib._validate", "lesson_lib.weights"},
     {"lesson_lib.stereo", "lesson_lib.camera", "lesson_lib.pose", "lesson_lib.warping", "lesson_lib.scenes",
      "lesson_lib.losses", "lesson_lib.images", "lesson_lib.matching", "lesson_lib.stereo_opt", "lesson_lib.metrics",
-     "lesson_lib.twoview"},
+     "lesson_lib.twoview", "lesson_lib.trajectory"},
     {"lesson_lib.data", "lesson_lib.models"},
     {"lesson_lib.training"},
     {"lesson_lib.evaluation"},

@@ -3,6 +3,7 @@
 - :mod:`~lesson_lib.methods.monodepth`  -- Monodepth (Godard et al., CVPR 2017), chapter 06
 - :mod:`~lesson_lib.methods.sfmlearner` -- SfMLearner (Zhou et al., CVPR 2017), chapter 07
 - :mod:`~lesson_lib.methods.trianflow`  -- TrianFlow (Zhao et al., CVPR 2020), chapter 09 (flow, then depth)
+- :mod:`~lesson_lib.methods.monodepth2` -- Monodepth2 (Godard et al., ICCV 2019), chapter 11
 
 A method module reads like the paper: its loss, its networks' assembly and its options (see
 :class:`lesson_lib.training.Method` for the contract). Everything generic lives elsewhere:
@@ -111,7 +112,9 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> t
 from .monodepth import Monodepth  # noqa: E402  (registers the course's methods)
 from .sfmlearner import SfMLearner  # noqa: E402
 from .trianflow import TrianFlow  # noqa: E402
+from .monodepth2 import Monodepth2  # noqa: E402
 
 register(Monodepth)
 register(SfMLearner)
 register(TrianFlow)
+register(Monodepth2)

@@ -63,6 +63,11 @@ from .ch09_trianflow import (
     check_top_correspondences,
     check_scale_alignment,
 )
+from .ch10_evaluation import (
+    check_depth_errors,
+    check_median_scale,
+    check_umeyama,
+)
 from .a1_world import check_ray_box
 
 __all__ = [
@@ -99,5 +104,8 @@ __all__ = [
     "check_fb_visible",
     "check_top_correspondences",
     "check_scale_alignment",
+    "check_depth_errors",
+    "check_median_scale",
+    "check_umeyama",
     "check_ray_box",
 ]
