@@ -397,36 +397,45 @@ def relative_pose_errors(
 
 @torch.no_grad()
 def drive_motions(
-    predict_3: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     frames: torch.Tensor,
     *,
+    sources: int = 2,
     batch_size: int = 8,
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """The motions ``T_k_to_{k+1} (N - 1, 4, 4)`` between consecutive frames of a whole drive
-    ``frames (N, 3, H, W)`` from a **3-frame** pose predictor (chapter 10): frame ``k``'s
-    snippet ``[k-1, k, k+1]`` gives ``T_k_to_{k+1}`` (its second source) for ``k = 1..N-2``; the
-    first motion comes from frame 1's snippet, inverted (``T_0_to_1 = inv(T_1_to_0)``).
-    :func:`lesson_lib.trajectory.chain_poses` turns them into a trajectory.
+    ``frames (N, 3, H, W)`` (chapter 10); :func:`lesson_lib.trajectory.chain_poses` turns them
+    into a trajectory.
 
-    ``predict_3(target (B,3,H,W), sources (B,2,3,H,W)) -> (B, 2, 4, 4)`` (sources in frame order).
-    Each snippet's translation has its own unknown scale: the chained trajectory shows how
+    - ``sources=2``, a **3-frame** predictor ``predict(target (B,3,H,W), sources (B,2,3,H,W)) ->
+      (B, 2, 4, 4)`` (sources in frame order): frame ``k``'s snippet ``[k-1, k, k+1]`` gives
+      ``T_k_to_{k+1}`` (its second source) for ``k = 1..N-2``; the first motion comes from frame
+      1's snippet, inverted (``T_0_to_1 = inv(T_1_to_0)``).
+    - ``sources=1``, a **two-view** predictor ``predict(target, sources (B,1,3,H,W)) -> (B, 1, 4,
+      4)``: ``T_k_to_{k+1}`` from the pair ``(k, k+1)`` (TrianFlow's pose from F).
+
+    Each call's translation has its own unknown scale: the chained trajectory shows how
     consistent that scale is along the drive."""
     from .pose import invert_pose
 
     check_tensor(frames, "frames", ("N", 3, "H", "W"))
+    if sources not in (1, 2):
+        raise ValueError(f"sources must be 1 (pairs) or 2 (3-frame snippets), got {sources}")
     n = frames.shape[0]
     if n < 3:
         raise ValueError(f"a drive needs at least 3 frames, got {n}")
     out = []
-    for start in range(1, n - 1, batch_size):
+    first = 1 if sources == 2 else 0
+    for start in range(first, n - 1, batch_size):
         centres = list(range(start, min(start + batch_size, n - 1)))
         target = frames[centres].to(device)
-        sources = torch.stack([frames[[c - 1 for c in centres]], frames[[c + 1 for c in centres]]], 1).to(device)
-        T = predict_3(target, sources).double()
-        if T.shape != (len(centres), 2, 4, 4):
-            raise ValueError(f"predict_3 gave {tuple(T.shape)}, expected {(len(centres), 2, 4, 4)}")
-        if start == 1:
+        nxt = frames[[c + 1 for c in centres]]
+        src = (torch.stack([frames[[c - 1 for c in centres]], nxt], 1) if sources == 2 else nxt[:, None]).to(device)
+        T = predict(target, src).double()
+        if T.shape != (len(centres), sources, 4, 4):
+            raise ValueError(f"predict gave {tuple(T.shape)}, expected {(len(centres), sources, 4, 4)}")
+        if sources == 2 and start == 1:
             out.append(invert_pose(T[:1, 0]))  # T_0_to_1 from T_1_to_0
-        out.append(T[:, 1])
+        out.append(T[:, -1])
     return torch.cat(out).cpu()

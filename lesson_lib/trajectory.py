@@ -31,7 +31,8 @@ import torch
 from ._validate import check_tensor
 from .pose import invert_pose, matrix_to_axis_angle
 
-__all__ = ["chain_poses", "umeyama_alignment", "align_trajectory", "drift_errors", "trajectory_report"]
+__all__ = ["chain_poses", "window_positions", "umeyama_alignment", "align_trajectory", "drift_errors",
+           "trajectory_report"]
 
 
 def chain_poses(T_k_to_next: torch.Tensor) -> torch.Tensor:
@@ -45,6 +46,22 @@ def chain_poses(T_k_to_next: torch.Tensor) -> torch.Tensor:
     for k in range(T.shape[0]):
         poses.append(poses[-1] @ inv[k])
     return torch.stack(poses)
+
+
+def window_positions(poses: torch.Tensor, length: int = 5) -> torch.Tensor:
+    """The camera centres of every window of ``length`` consecutive frames of a drive, each in
+    its first camera's coordinates: ``(N - length + 1, length, 3)`` from camera-to-world poses
+    ``(N, 4, 4)``. With :func:`lesson_lib.metrics.ate_snippets` it gives ATE-5 along a drive
+    from the same chained motions the whole-drive errors use."""
+    check_tensor(poses, "poses", ("N", 4, 4))
+    n = poses.shape[0]
+    if not 2 <= length <= n:
+        raise ValueError(f"length must be in [2, {n}] (the drive's frames), got {length}")
+    P = poses.double()
+    inv = invert_pose(P)
+    starts = torch.arange(n - length + 1)
+    rel = inv[starts][:, None] @ P[starts[:, None] + torch.arange(length)]  # (W, length, 4, 4)
+    return rel[..., :3, 3]
 
 
 def umeyama_alignment(source: torch.Tensor, target: torch.Tensor, with_scale: bool = True

@@ -52,6 +52,14 @@ def test_the_course_has_its_chapters():
         "02_pinhole_camera_and_motion.ipynb",
         "03_inverse_warping.ipynb",
         "04_photometric_losses.ipynb",
+        "05_stereo_by_optimization.ipynb",
+        "06_monodepth.ipynb",
+        "07_sfmlearner.ipynb",
+        "08_two_view_geometry.ipynb",
+        "09_trianflow.ipynb",
+        "10_evaluation.ipynb",
+        "11_beyond_the_papers.ipynb",
+        "A1_the_synthetic_world.ipynb",
     ):
         assert expected in names
 

@@ -74,11 +74,14 @@ def test_automask_keeps_pixels_where_warping_beats_not_warping():
 def test_variants_switch_the_three_changes():
     assert VARIANTS["baseline"] == (False, False, False) and VARIANTS["full"] == (True, True, True)
     for name, flags in VARIANTS.items():
-        cfg = Monodepth2Config(variant=name)
-        assert (cfg.min_reprojection, cfg.automask, cfg.full_res) == flags
+        cfg = Monodepth2Config(**dict(zip(("min_reprojection", "automask", "full_res"), flags)))
+        assert cfg.variant == name
     assert sum(sum(f) for n, f in VARIANTS.items() if n not in ("baseline", "full")) == 3  # one change each
+    assert Monodepth2Config().variant == "full"
+    assert Monodepth2Config(min_reprojection=False).variant == "automask+full_res"
+    assert Monodepth2Config.from_variant("automask", ssim_weight=0.0).automask is True
     with pytest.raises(ValueError, match="variant"):
-        Monodepth2Config(variant="fancy")
+        Monodepth2Config.from_variant("fancy")
     with pytest.raises(ValueError, match="ssim_weight"):
         Monodepth2Config(ssim_weight=1.5)
     with pytest.raises(ValueError, match="smoothness_weight"):
@@ -88,7 +91,7 @@ def test_variants_switch_the_three_changes():
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_true_depth_and_pose_give_a_lower_loss_than_wrong_ones(snippets, variant):
     b = snippets
-    cfg = Monodepth2Config(variant=variant, smoothness_weight=0.0)
+    cfg = Monodepth2Config.from_variant(variant, smoothness_weight=0.0)
 
     def loss(disp, T):
         return float(monodepth2_loss(_outputs(disp), b["target"], b["sources"], b["K"], cfg, T_t_to_s=T)[0])
@@ -104,9 +107,9 @@ def test_minimum_is_never_above_the_average_and_keeps_the_source_that_sees_the_p
     b = snippets
     common = dict(T_t_to_s=b["T_t_to_s"], return_maps=True)
     avg = monodepth2_loss(_outputs(_true_disp(b)), b["target"], b["sources"], b["K"],
-                          Monodepth2Config(variant="baseline", smoothness_weight=0.0), **common)[1]
+                          Monodepth2Config.from_variant("baseline", smoothness_weight=0.0), **common)[1]
     mn = monodepth2_loss(_outputs(_true_disp(b)), b["target"], b["sources"], b["K"],
-                         Monodepth2Config(variant="min_reprojection", smoothness_weight=0.0), **common)[1]
+                         Monodepth2Config.from_variant("min_reprojection", smoothness_weight=0.0), **common)[1]
     assert bool((mn["reprojection"] <= avg["reprojection"] + 1e-6).all())
     hidden = b["unexplainable"][:, :, 0] & ~b["moving"]  # (B, S, H, W)
     only_prev = hidden[:, 0] & ~hidden[:, 1]
@@ -124,17 +127,17 @@ def test_automask_removes_a_camera_that_does_not_move(snippets):
     learn from; without the mask the same wrong motion is punished everywhere."""
     b = snippets
     still = b["target"][:, None].expand_as(b["sources"]).contiguous()
-    cfg = Monodepth2Config(variant="full", smoothness_weight=0.0)
+    cfg = Monodepth2Config.from_variant("full", smoothness_weight=0.0)
     _, t = monodepth2_loss(_outputs(_true_disp(b)), b["target"], still, b["K"], cfg, T_t_to_s=b["T_t_to_s"])
     assert float(t["automask_mean"]) < 0.2
     _, t = monodepth2_loss(_outputs(_true_disp(b)), b["target"], still, b["K"],
-                           Monodepth2Config(variant="min_reprojection", smoothness_weight=0.0), T_t_to_s=b["T_t_to_s"])
+                           Monodepth2Config.from_variant("min_reprojection", smoothness_weight=0.0), T_t_to_s=b["T_t_to_s"])
     assert float(t["automask_mean"]) > 0.9
 
 
 def test_automask_drops_more_moving_car_pixels_than_static_ones(snippets):
     b = snippets
-    cfg = Monodepth2Config(variant="full", smoothness_weight=0.0)
+    cfg = Monodepth2Config.from_variant("full", smoothness_weight=0.0)
     maps = monodepth2_loss(_outputs(_true_disp(b)), b["target"], b["sources"], b["K"], cfg,
                            T_t_to_s=b["T_t_to_s"], return_maps=True)[1]
     kept = maps["automask"]
@@ -149,12 +152,12 @@ def test_full_res_warps_every_scale_at_the_input_resolution(snippets):
     b = snippets
     d = _outputs(_true_disp(b))["disp"]
     up = torch.nn.functional.interpolate(d[3], size=d[0].shape[-2:], mode="bilinear", align_corners=False)
-    cfg3 = Monodepth2Config(variant="full_res", scales=(0, 3), smoothness_weight=0.0)
-    cfg0 = Monodepth2Config(variant="full_res", scales=(0,), smoothness_weight=0.0)
+    cfg3 = Monodepth2Config.from_variant("full_res", scales=(0, 3), smoothness_weight=0.0)
+    cfg0 = Monodepth2Config.from_variant("full_res", scales=(0,), smoothness_weight=0.0)
     l3 = monodepth2_loss({"disp": {0: up, 3: d[3]}}, b["target"], b["sources"], b["K"], cfg3, T_t_to_s=b["T_t_to_s"])[0]
     l0 = monodepth2_loss({"disp": {0: up}}, b["target"], b["sources"], b["K"], cfg0, T_t_to_s=b["T_t_to_s"])[0]
     assert float(l3) == pytest.approx(2 * float(l0), rel=1e-5)
-    base = Monodepth2Config(variant="baseline", scales=(0, 3), smoothness_weight=0.0)
+    base = Monodepth2Config.from_variant("baseline", scales=(0, 3), smoothness_weight=0.0)
     lb = monodepth2_loss({"disp": {0: up, 3: d[3]}}, b["target"], b["sources"], b["K"], base, T_t_to_s=b["T_t_to_s"])[0]
     assert abs(float(lb) - 2 * float(l0)) > 1e-3
 
@@ -187,7 +190,7 @@ def test_trains_through_the_registry_exports_and_reloads(tmp_path):
 
     assert "monodepth2" in methods.available()
     data = VideoDataset(load_split("val", 1, 5, progress=False), 3, flow=False)
-    method = methods.build_method("monodepth2", {"variant": "full", "input_height": 64, "input_width": 224})
+    method = methods.build_method("monodepth2", {"input_height": 64, "input_width": 224})
     cfg = TrainConfig(steps=3, batch_size=2, lr=1e-4, out_dir=str(tmp_path / "run"), progress=False,
                       validate_every=0, checkpoint_every=3, log_every=1)
     Trainer(method, cfg, data).fit()

@@ -233,7 +233,7 @@ def test_weights_of_an_unknown_method_are_refused_naming_the_file(command, tmp_p
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines, error = _error_lines(r.stderr)
     assert lines == [error]
-    assert str(foreign) in error and "method 'no_such_method'" in error and "available: monodepth, sfmlearner" in error
+    assert str(foreign) in error and "method 'no_such_method'" in error and "available: monodepth, monodepth2, sfmlearner" in error
 
 
 @pytest.mark.parametrize(
@@ -267,3 +267,36 @@ def test_corrupt_files_get_clear_messages(trained):
     r = cli("predict", notimg, "--weights", run / "latest.pt", "--out", tmp / "p2", cache=tmp / "cache")
     assert r.returncode == 2 and "could not be read as an image" in r.stderr and "notes.png" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_predict_on_a_folder_takes_its_images_in_natural_order(tmp_path, capsys):
+    """A folder argument stands for every image in it (a video's frames), in natural order; the
+    outputs equal ``predict_disparity`` of each file; a folder without images is one clear error."""
+    import torch
+    from PIL import Image
+
+    from lesson_lib import methods, weights
+    from lesson_lib.course.cli import main
+    from lesson_lib.data.folder import read_image
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("frame10.png", "frame2.png", "frame1.png"):
+        Image.fromarray(rng.integers(0, 256, (40, 96, 3), dtype=np.uint8)).save(frames / name)
+    (frames / "notes.txt").write_text("not an image")
+    out = tmp_path / "pred"
+    with one_thread():
+        assert main(["predict", str(frames), "--out", str(out), "--device", "cpu"]) == 0
+    printed = [line.split(":")[0] for line in capsys.readouterr().out.splitlines()]
+    assert [Path(p).name for p in printed] == ["frame1.png", "frame2.png", "frame10.png"]
+    model, method, _ = methods.load_model(weights.path())
+    for name in ("frame1", "frame2", "frame10"):
+        image = torch.from_numpy(read_image(frames / f"{name}.png")).permute(2, 0, 1)[None]
+        with one_thread():
+            want = method.predict_disparity(model, image)[0, 0].numpy()
+        np.testing.assert_allclose(np.load(out / f"{name}_disp.npy"), want, atol=1e-6, rtol=0)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["predict", str(empty), "--out", str(out)]) == 2
+    assert "no images in folder" in capsys.readouterr().err

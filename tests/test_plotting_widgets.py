@@ -387,3 +387,32 @@ def test_similarity_maps_span_minus_one_to_one_with_their_own_colour_map():
     bar = show_map(ax, s, "similarity", vmin=-1.0, vmax=1.0)
     assert (bar.vmin, bar.vmax) == (-1.0, 1.0)
     assert bar.ax.get_ylabel() == "similarity, 1 = identical, 0 white"
+
+
+# --------------------------------------------------------------------------- depth on your own images
+
+
+def test_image_depth_figure_and_depth_explorer(tmp_path):
+    from PIL import Image
+
+    from lesson_lib import methods, weights
+    from lesson_lib.course.widgets import depth_explorer, image_depth_figure
+
+    models = {"Monodepth": methods.load_model(weights.path("monodepth_lr.pt"))[:2]}
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (48, 120, 3), dtype=np.uint8)
+    fig = image_depth_figure(img, models, "random")
+    images = [a for a in fig.axes if a.get_images()]
+    assert len(images) == 2  # the image and one map
+    bars = [a for a in fig.axes if a.get_label() == "<colorbar>"]
+    assert len(bars) == 1 and "inverse depth (x median)" in bars[0].get_ylabel()
+    rel = images[1].get_images()[0].get_array()
+    assert rel.shape == (48, 120) and np.ma.median(rel) == pytest.approx(1.0, abs=0.05)
+    with pytest.raises(ValueError, match="image"):
+        image_depth_figure(np.zeros((5, 5)), models)
+    with pytest.raises(ValueError, match="models"):
+        image_depth_figure(img, {})
+    Image.fromarray(img).save(tmp_path / "a.png")
+    box = depth_explorer(models, tmp_path)
+    dropdown = box.children[0].children[0]
+    assert [o[0] for o in dropdown.options] == ["a.png"]

@@ -119,5 +119,26 @@ def test_drive_motions_from_a_three_frame_predictor_rebuild_the_drive():
         assert torch.allclose(chain_poses(motions), gt, atol=1e-5)
     with pytest.raises(ValueError, match="at least 3"):
         drive_motions(predict_3, frames[:2])
-    with pytest.raises(ValueError, match="predict_3 gave"):
+    with pytest.raises(ValueError, match="predict gave"):
         drive_motions(lambda t, s: torch.eye(4).expand(t.shape[0], 4, 4), frames)
+    with pytest.raises(ValueError, match="sources"):
+        drive_motions(predict_3, frames, sources=3)
+    # a two-view predictor: every pair (k, k+1), the first one included
+    pairs = drive_motions(lambda t, s: predict_3(t, s.expand(-1, 2, -1, -1, -1))[:, :1], frames, sources=1, batch_size=5)
+    assert torch.allclose(chain_poses(pairs), gt, atol=1e-5)
+
+
+def test_window_positions_give_ate5_of_a_drive():
+    from lesson_lib.metrics import ate_snippets
+    from lesson_lib.trajectory import window_positions
+
+    gt = _drive(12, 0.8, 0.05)
+    w = window_positions(gt, 5)
+    assert w.shape == (8, 5, 3) and torch.allclose(w[:, 0], torch.zeros(8, 3, dtype=torch.float64))
+    assert torch.allclose(w[0, :, 2], torch.tensor([0.0, 0.8, 1.6, 2.4, 3.2], dtype=torch.float64), atol=0.1)
+    half = gt.clone()
+    half[:, :3, 3] *= 0.5  # one scale for the whole drive: each window's own scale absorbs it
+    err, scale = ate_snippets(w, window_positions(half, 5))
+    assert float(err.max()) < 1e-9 and torch.allclose(scale, torch.full_like(scale, 2.0))
+    with pytest.raises(ValueError, match="length"):
+        window_positions(gt, 13)

@@ -398,7 +398,8 @@ def main_predict(argv: list[str]) -> int:
         "the disparity is a fraction of the image width: multiply by the width for pixels; depth = focal_px * "
         "baseline / pixels. For monocular methods it is inverse depth up to an unknown scale.",
     )
-    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...) or folders (every image in them, in "
+                   "natural file-name order, e.g. a video's frames)")
     p.add_argument("--weights", default=None,
                    help=f"weights or checkpoint (default: the course's {weights.DEFAULT}, shipped with the package)")
     p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
@@ -411,6 +412,18 @@ def main_predict(argv: list[str]) -> int:
     from ..data.folder import read_image
     from .plotting import colorize
 
+    from ..data.folder import ImageFolder
+
+    files: list[str] = []
+    for f in ns.images:
+        if Path(f).is_dir():
+            try:
+                files += [str(q) for q in ImageFolder(f).paths]
+            except FileNotFoundError as exc:
+                return _fail(str(exc))
+        else:
+            files.append(f)
+    ns.images = files
     missing = [f for f in ns.images if not Path(f).is_file()]
     if missing:
         return _fail("no image file at " + ", ".join(missing))

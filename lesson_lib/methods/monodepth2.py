@@ -29,9 +29,10 @@ mean-normalised disparity, weight ``1e-3 / 2^s``. What Monodepth2 changes is *wh
    resolution before warping, so every scale is judged by the same full-resolution images
    (SfMLearner compared each scale with images reduced to it).
 
-Variants (``Monodepth2Config.variant``) for the ablation: ``baseline`` (average reprojection,
-no mask, images reduced to each scale), ``min_reprojection``, ``automask`` and ``full_res``
-(each adds one change to the baseline) and ``full`` (all three). Departures from the paper,
+Each change is an option (``min_reprojection``, ``automask``, ``full_res``; all on by default);
+the ablation's rows (:data:`VARIANTS`) are ``baseline`` (average reprojection, no mask, images
+reduced to each scale), ``min_reprojection``, ``automask`` and ``full_res`` (each adds one change
+to the baseline) and ``full`` (all three). Departures from the paper,
 for a CPU: SfMLearner's stacked pose network with Euler angles (Monodepth2 runs a ResNet pose
 encoder on each pair, axis-angle), the course's small encoder, ties broken by a fixed ``1e-5``
 added to the identity error instead of random noise (so a step depends only on its inputs).
@@ -64,7 +65,8 @@ VARIANTS: dict[str, tuple[bool, bool, bool]] = {
     "full_res": (False, False, True),
     "full": (True, True, True),
 }
-"""``variant -> (min_reprojection, automask, full_res)``: the rows of Monodepth2's ablation."""
+"""The rows of Monodepth2's ablation: ``name -> (min_reprojection, automask, full_res)``;
+:meth:`Monodepth2Config.variant` names a configuration by them."""
 
 IDENTITY_TIE = 1e-5
 """Added to the identity error so a pixel whose warp is exactly as good as no warp is kept."""
@@ -74,8 +76,11 @@ IDENTITY_TIE = 1e-5
 class Monodepth2Config(NetworkOptions):
     """The method's own options; each becomes a command-line option of ``train monodepth2``."""
 
-    variant: str = option("full", "full: all three changes; baseline: none; min_reprojection, automask, full_res: "
-                          "one each", choices=tuple(VARIANTS))
+    min_reprojection: bool = option(True, "per-pixel minimum of the reprojection errors over the sources "
+                                    "(instead of their average)")
+    automask: bool = option(True, "auto-masking: keep only the pixels where the warp beats the identity reprojection")
+    full_res: bool = option(True, "full-resolution multi-scale: warp every scale's disparity upsampled to the input "
+                            "size (instead of comparing with images reduced to each scale)")
     encoder_width: int = option(16, "depth encoder width: 64 is ResNet-18; 16 trains on a CPU")
     encoder_depth: int = option(18, "depth encoder depth (18 or 34)", choices=(18, 34))
     pose_width: int = option(8, "pose network width (SfMLearner's network: 16 is the paper's, 8 a quarter of its "
@@ -95,17 +100,22 @@ class Monodepth2Config(NetworkOptions):
         if not 0.0 <= self.ssim_weight <= 1.0:
             raise ValueError(f"Monodepth2Config.ssim_weight must be in [0, 1], got {self.ssim_weight}")
 
-    @property
-    def min_reprojection(self) -> bool:
-        return VARIANTS[self.variant][0]
+    @classmethod
+    def from_variant(cls, name: str, **options: Any) -> Monodepth2Config:
+        """The configuration of an ablation row of :data:`VARIANTS` (other options as keywords)."""
+        if name not in VARIANTS:
+            raise ValueError(f"unknown Monodepth2 variant {name!r}; the ablation's rows: {', '.join(VARIANTS)}")
+        return cls(**dict(zip(("min_reprojection", "automask", "full_res"), VARIANTS[name])), **options)
 
     @property
-    def automask(self) -> bool:
-        return VARIANTS[self.variant][1]
-
-    @property
-    def full_res(self) -> bool:
-        return VARIANTS[self.variant][2]
+    def variant(self) -> str:
+        """The ablation row this configuration is (:data:`VARIANTS`), e.g. ``"full"``, or the
+        changes it makes, joined by ``+`` (``"automask+full_res"``)."""
+        flags = (self.min_reprojection, self.automask, self.full_res)
+        for name, row in VARIANTS.items():
+            if row == flags:
+                return name
+        return "+".join(n for n, on in zip(("min_reprojection", "automask", "full_res"), flags) if on)
 
     def network_config(self) -> SfMLearnerConfig:
         """SfMLearner's options for the same networks, without the explainability mask."""
@@ -217,6 +227,7 @@ def monodepth2_loss(
             chosen = torch.full_like(reproj, -1, dtype=torch.long)
             seen = ok.any(dim=1, keepdim=True)
         keep = seen
+        value = reproj
         if cfg.automask:
             if factor not in identity_cache:
                 with torch.no_grad():
@@ -225,10 +236,13 @@ def monodepth2_loss(
                                               else ident.mean(1, keepdim=True))
             identity = identity_cache[factor]
             keep = keep & automask(reproj.detach(), identity)
-        keepf = keep.to(reproj.dtype)
-        rep_sum = rep_sum + (reproj * keepf).sum() / keepf.sum().clamp(min=1.0)
+            # a masked pixel counts with its identity error, a constant (no gradient): the loss is
+            # the mean of min(reprojection, identity), so masking a pixel never lowers it
+            value = torch.where(keep, reproj, identity)
+        seenf = seen.to(reproj.dtype)
+        rep_sum = rep_sum + (value * seenf).sum() / seenf.sum().clamp(min=1.0)
         if s == 0:
-            kept0 = keepf.mean().detach()
+            kept0 = keep.to(reproj.dtype).mean().detach()
             if return_maps:
                 maps = {"automask": keep if cfg.automask else torch.ones_like(keep), "source": chosen,
                         "reprojection": reproj.detach(),

@@ -68,6 +68,10 @@ from .ch10_evaluation import (
     check_median_scale,
     check_umeyama,
 )
+from .ch11_beyond import (
+    check_min_reprojection,
+    check_automask,
+)
 from .a1_world import check_ray_box
 
 __all__ = [
@@ -107,5 +111,7 @@ __all__ = [
     "check_depth_errors",
     "check_median_scale",
     "check_umeyama",
+    "check_min_reprojection",
+    "check_automask",
     "check_ray_box",
 ]
