@@ -1,24 +1,15 @@
 """The command line, ``python -m lesson_lib ...``, run as a real subprocess."""
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import nbformat
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from _commands import run_command
 
 
 def cli(*args, timeout=120):
-    return subprocess.run(
-        [sys.executable, "-m", "lesson_lib", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_command(*args, timeout=timeout)
 
 
 def test_no_arguments_prints_usage_and_exits_2():

@@ -1,23 +1,17 @@
 """``python -m lesson_lib train monodepth | evaluate | predict | export-weights`` as real
 subprocesses: a tiny run end to end, and clear messages for wrong arguments and files."""
 
-import contextlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from _commands import one_thread, run_command
 
 
 def cli(*args, cache, timeout=300):
-    env = dict(os.environ, LESSON_LIB_CACHE=str(cache), OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "lesson_lib", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    return run_command(*args, cache=cache, timeout=timeout)
 
 
 TINY = ["--steps", "3", "--batch-size", "2", "--train-sequences", "1", "--train-frames", "4", "--val-sequences", "1",
@@ -76,20 +70,6 @@ def test_export_weights_writes_the_checkpoints_model_in_float16(trained):
 # -- the shipped weights on a fixed piece of the synthetic test split -----------------------------
 
 SUBSET = ["--sequences", "1", "--frames", "2"]
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Compute in this process with one thread, as the commands do (OMP_NUM_THREADS=1), so that a
-    pixel's error cannot land on the other side of a threshold through a different summation order."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -117,21 +117,15 @@ def test_commands_train_evaluate_predict_trianflow(tmp_path):
     """End to end as subprocesses: a 3-step flow run with validation EPE, its flow evaluation
     (model and zero flow, static and moving pixels, in the JSON) and a flow prediction."""
     import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
 
     import numpy as np
     from skimage import data as skdata
     from skimage.io import imsave
 
-    root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, LESSON_LIB_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    from _commands import run_command
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "lesson_lib", *map(str, args)], cwd=root, capture_output=True,
-                              text=True, timeout=300, env=env)
+        return run_command(*args, cache=tmp_path / "cache")
 
     r = cli("train", "trianflow", "--steps", "3", "--batch-size", "2", "--train-sequences", "1", "--train-frames", "4",
             "--val-sequences", "1", "--val-frames", "3", "--validate-every", "3", "--image-height", "64",
