@@ -19,28 +19,7 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from lesson_lib import evaluation, methods, metrics
-
-
-def moving_abs_rel(model, method, data, min_pixels: int = 100) -> tuple[float, int]:
-    """Mean over images with >= ``min_pixels`` moving-car pixels of the abs rel on those pixels,
-    after the image's median scaling (over all its valid pixels)."""
-    errs = []
-    with torch.no_grad():
-        for batch in torch.utils.data.DataLoader(data, batch_size=10):
-            depth = method.predict_depth(model, batch["left"], batch["K"], batch["baseline"], max_depth=100.0)
-            for p, g, mv in zip(depth, batch["depth"], batch["moving"]):
-                valid = (g > 0) & (g <= evaluation.MAX_DEPTH)
-                cars = valid & mv.bool()
-                if int(cars.sum()) < min_pixels:
-                    continue
-                s = g[valid].median() / p[valid].median()
-                pc = (p[cars] * s).clamp(1e-3, evaluation.MAX_DEPTH)
-                errs.append(float(((pc - g[cars]).abs() / g[cars]).mean()))
-    return float(np.mean(errs)), len(errs)
 
 
 def main() -> None:
@@ -55,10 +34,13 @@ def main() -> None:
         folder = Path(folder)
         t0 = time.perf_counter()
         model, method, _ = methods.load_model(folder / "latest.pt")
-        per_image = evaluation.per_image_metrics(
-            lambda x, K, b, pp: method.predict_depth(model, x, K, b, max_depth=100.0), data, post_processing=(False,),
-            metric=False)["median-scaled"]
-        cars, n_cars = moving_abs_rel(model, method, data)
+
+        def predict(left, K, baseline, pp, model=model, method=method):
+            return method.predict_depth(model, left, K, baseline, max_depth=100.0)
+
+        per_image = evaluation.per_image_metrics(predict, data, post_processing=(False,), metric=False)["median-scaled"]
+        cars_each = evaluation.region_abs_rel(predict, data)  # moving-car pixels, images with >= 100 of them
+        cars, n_cars = float(cars_each.mean()), len(cars_each)
         with open(folder / "val.csv") as f:
             curve = {int(r["step"]): float(r["abs_rel_median"]) for r in csv.DictReader(f)}
         with open(folder / "log.csv") as f:

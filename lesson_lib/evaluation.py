@@ -34,6 +34,7 @@ __all__ = [
     "evaluate",
     "evaluate_model",
     "per_image_metrics",
+    "region_abs_rel",
     "paired_bootstrap",
     "snippet_trajectory",
     "evaluate_poses",
@@ -135,6 +136,51 @@ def evaluate(
     rows = per_image_metrics(predict, dataset, batch_size=batch_size, post_processing=post_processing,
                              max_depth=max_depth, metric=metric, device=device, crop=crop)
     return {k: average_metrics(v) for k, v in rows.items()}
+
+
+def region_abs_rel(
+    predict: DepthPredictor,
+    dataset: Any,
+    region: str = "moving",
+    *,
+    min_pixels: int = 100,
+    batch_size: int = 10,
+    max_depth: float = MAX_DEPTH,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """The abs rel of a depth predictor on one region of each image, e.g. the moving cars.
+
+    Each image is median-scaled over **all** its valid pixels (truth in (0, ``max_depth``]),
+    as in :func:`evaluate`, and the abs rel is then taken over the valid pixels of the item's
+    boolean map ``region`` (``"moving"`` in the course's datasets: pixels of objects moving in
+    the world), the prediction clamped to ``[1e-3, max_depth]``. Images with fewer than
+    ``min_pixels`` such pixels are skipped. Returns one value per kept image, in dataset order.
+    """
+    from torch.utils.data import DataLoader
+
+    if len(dataset) == 0:
+        raise ValueError("the dataset is empty")
+    if min_pixels < 1:
+        raise ValueError(f"min_pixels must be >= 1, got {min_pixels}")
+    errs: list[float] = []
+    with torch.no_grad():
+        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+            if region not in batch:
+                raise KeyError(f"the dataset's items have no {region!r} map (they have {sorted(batch)})")
+            gt = batch["depth"].to(device)
+            depth = predict(batch["left"].to(device), batch["K"].to(device), batch["baseline"].to(device), False)
+            check_tensor(depth, "predicted depth", tuple(gt.shape))
+            for p, g, r in zip(depth.float(), gt.float(), batch[region].to(device)):
+                valid = (g > 0) & (g <= max_depth)
+                inside = valid & r.bool()
+                if int(inside.sum()) < min_pixels:
+                    continue
+                if not bool(torch.isfinite(p[valid]).all()) or bool((p[valid] <= 0).any()):
+                    raise ValueError("the predicted depth must be finite and positive on the valid pixels")
+                scale = g[valid].median() / p[valid].median()
+                pred = (p[inside] * scale).clamp(1e-3, max_depth)
+                errs.append(float(((pred - g[inside]).abs() / g[inside]).mean()))
+    return np.asarray(errs, dtype=np.float64)
 
 
 def paired_bootstrap(

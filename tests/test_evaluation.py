@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lesson_lib.evaluation import evaluate, evaluate_model
+from lesson_lib.evaluation import evaluate, evaluate_model, region_abs_rel
 from lesson_lib.methods.monodepth import Monodepth, MonodepthConfig
 from lesson_lib.metrics import METRIC_NAMES
 
@@ -146,6 +146,55 @@ class _ConstantDisparity(torch.nn.Module):
     def forward(self, x):
         b, _, h, w = x.shape
         return {s: self.value.expand(b, 2, h // 2**s, w // 2**s) for s in range(4)}
+
+
+def _region_item(seed: int, n_region: int, wrong: float = 1.0, scale: float = 1.0) -> dict:
+    """An item whose ``n_region`` deepest pixels are its region ("moving"); the image tells the
+    predictor below to return the truth times ``scale``, and times ``scale * wrong`` inside the
+    region (channel 2 = ``wrong - 1`` there). With ``wrong > 1`` and fewer than half the pixels
+    in the region, the deepest pixels stay the deepest: the image's median is untouched."""
+    it = _item(seed, factor=scale)
+    moving = torch.zeros(H * W, dtype=torch.bool)
+    if n_region:
+        moving[it["depth"].flatten().topk(n_region).indices] = True
+    moving = moving.reshape(1, H, W)
+    it["left"][2] = moving[0].float() * (wrong - 1.0)
+    it["moving"] = moving
+    return it
+
+
+def _region_predictor(image, K, baseline, pp):
+    assert pp is False
+    return image[:, :1] * 100 * image[:, 1:2] * 10 * (1.0 + image[:, 2:3])
+
+
+def test_region_abs_rel_known_answers():
+    # right everywhere up to one scale per image: 0 on the region whatever the scale
+    data = [_region_item(i, 12, scale=0.1 * (i + 1)) for i in range(4)]
+    assert region_abs_rel(_region_predictor, data, min_pixels=1, batch_size=3) == pytest.approx([0.0] * 4, abs=1e-6)
+    # the region 1.5 times too far: the median scale is still right, so its abs rel is exactly
+    # 0.5, whatever the image's scale
+    data = [_region_item(i, 16, wrong=1.5, scale=3.0) for i in range(3)]
+    assert region_abs_rel(_region_predictor, data, min_pixels=1) == pytest.approx([0.5] * 3, abs=1e-5)
+    # images with fewer than min_pixels region pixels are left out, in order
+    data = [_region_item(0, 16, wrong=1.5), _region_item(1, 0), _region_item(2, 8, wrong=2.0)]
+    res = region_abs_rel(_region_predictor, data, min_pixels=8)
+    assert res == pytest.approx([0.5, 1.0], abs=1e-5)
+    assert len(region_abs_rel(_region_predictor, data, min_pixels=17)) == 0
+
+
+def test_region_abs_rel_bad_input():
+    data = [_region_item(0, 3, wrong=2.0)]
+    with pytest.raises(ValueError, match="empty"):
+        region_abs_rel(_region_predictor, [])
+    with pytest.raises(ValueError, match="min_pixels"):
+        region_abs_rel(_region_predictor, data, min_pixels=0)
+    with pytest.raises(KeyError, match="'cars'"):
+        region_abs_rel(_region_predictor, data, region="cars")
+    with pytest.raises(ValueError, match="positive"):
+        region_abs_rel(lambda x, K, b, pp: torch.zeros(x.shape[0], 1, H, W), data, min_pixels=1)
+    with pytest.raises(ValueError):
+        region_abs_rel(lambda x, K, b, pp: torch.ones(x.shape[0], 1, H, W + 1), data, min_pixels=1)
 
 
 def test_evaluate_model_goes_through_the_methods_predict_depth():

@@ -165,8 +165,13 @@ def test_commands_train_evaluate_predict_trianflow(tmp_path):
     r = cli("predict", tmp_path / "a.png", "--weights", tmp_path / "depth" / "latest.pt", "--out", tmp_path / "dpred")
     assert r.returncode == 0, r.stderr
     assert np.isfinite(np.load(tmp_path / "dpred" / "a_disp.npy")).all()
+    # refused before any data is rendered (the default training split would take minutes)
     r = cli("train", "trianflow", "--stage", "depth", "--steps", "1", "--out-dir", tmp_path / "nope")
-    assert r.returncode != 0 and "--flow-weights" in r.stderr
+    assert r.returncode != 0 and "--flow-weights" in r.stderr and "training data" not in r.stdout + r.stderr
+    r = cli("train", "trianflow", "--stage", "depth", "--flow-weights", tmp_path / "missing.pt", "--steps", "1",
+            "--out-dir", tmp_path / "nope")
+    assert r.returncode != 0 and "missing.pt" in r.stderr and "training data" not in r.stdout + r.stderr
+    assert not (tmp_path / "nope").exists()
 
 
 def test_occlusion_warm_up_counts_every_pixel_inside():

@@ -185,10 +185,15 @@ def main_train(argv: list[str]) -> int:
     if (out / "latest.pt").is_file() and not (train_cfg.resume or train_cfg.overwrite):
         return _fail(f"{out} already holds a run ({out / 'latest.pt'}): add --resume to continue it, "
                      "--overwrite to start afresh, or choose another --out-dir")
+    method = cls(method_cfg)
+    try:  # before the data, which may take minutes to render: e.g. the depth stage's flow weights
+        method.build_model()
+    except (CheckpointError, ValueError) as exc:
+        return _fail(str(exc))
     extra = {"snippet_length": 1 + method_cfg.n_sources} if kind == "video" else {}
     train, val = DATASETS[kind](data_cfg, train_cfg.seed, **extra)
     try:
-        trainer = train_worker(cls(method_cfg), train_cfg, train, val)
+        trainer = train_worker(method, train_cfg, train, val)
     except (FileExistsError, CheckpointError, ValueError) as exc:
         return _fail(str(exc))
     if trainer.is_main:

@@ -45,16 +45,14 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .._validate import check_tensor
-from ..camera import scale_intrinsics
 from ..images import downsample
 from ..losses import photometric_error, smoothness
 from ..training import NetworkOptions, StepContext, option
 from ..warping import rigid_warp
-from .sfmlearner import SfMLearner, SfMLearnerConfig, SfMLearnerNet
+from .sfmlearner import SfMLearner, SfMLearnerConfig, SfMLearnerNet, scale_views, snippet_poses
 
 __all__ = ["VARIANTS", "Monodepth2Config", "Monodepth2", "monodepth2_loss", "min_reprojection", "automask"]
 
@@ -184,34 +182,18 @@ def monodepth2_loss(
         ``(loss, terms)``: ``terms`` holds the detached ``"reprojection"`` and ``"smoothness"``
         (summed over scales) and ``"automask_mean"`` (fraction of pixels kept at scale 0).
     """
-    from ..pose import pose_vector_to_matrix
-
     cfg = config or Monodepth2Config()
-    dims = check_tensor(target, "target", ("B", 3, "H", "W"))
-    check_tensor(sources, "sources", ("B", "S", 3, "H", "W"), dims=dims)
-    check_tensor(K, "K", ("B", 3, 3), dims=dims)
+    T_t_to_s = snippet_poses(outputs, target, sources, K, T_t_to_s)
     b, n_src = sources.shape[:2]
     H, W = target.shape[-2:]
-    if T_t_to_s is None:
-        T_t_to_s = pose_vector_to_matrix(outputs["poses"].reshape(-1, 6).float(), rotation="euler").reshape(b, n_src, 4, 4)
-    check_tensor(T_t_to_s, "T_t_to_s", ("B", "S", 4, 4), dims=dims)
     alpha = cfg.ssim_weight
     zero = target.new_zeros(())
     rep_sum, sm_sum, kept0 = zero, zero, zero
     maps: dict[str, torch.Tensor] = {}
     identity_cache: dict[int, torch.Tensor] = {}
     for s in cfg.scales:
-        own = outputs["disp"][s].float()
-        check_tensor(own, f"disp[{s}]", (b, 1, None, None))
-        disp = own
-        if cfg.full_res and s > 0:
-            disp = F.interpolate(own, size=(H, W), mode="bilinear", align_corners=False)
-        h, w = disp.shape[-2:]
-        factor = H // h
-        tgt = downsample(target, factor)
-        src = downsample(sources.flatten(0, 1), factor).reshape(b, n_src, 3, h, w)
-        K_s = scale_intrinsics(K, w / W, h / H)
-        depth = 1.0 / disp
+        own, depth, tgt, src, K_s = scale_views(outputs, s, target, sources, K, full_res=cfg.full_res)
+        factor = H // depth.shape[-2]
         errs, valids = [], []
         for j in range(n_src):
             warped, valid = rigid_warp(src[:, j], depth, T_t_to_s[:, j], K_s)

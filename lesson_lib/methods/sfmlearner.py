@@ -54,7 +54,7 @@ from ..models import DepthDecoder, PoseExpNet, ResNetEncoder, explainability, ne
 from ..training import Method, NetworkOptions, StepContext, option
 from ..warping import rigid_warp
 
-__all__ = ["SfMLearnerConfig", "SfMLearnerNet", "SfMLearner", "sfmlearner_loss", "disparity_to_depth", "monocular_disparity",
+__all__ = ["SfMLearnerConfig", "SfMLearnerNet", "SfMLearner", "sfmlearner_loss", "snippet_poses", "scale_views", "disparity_to_depth", "monocular_disparity",
            "predict_depth", "predict_poses"]
 
 MIN_DISP, DISP_RANGE = 0.01, 10.0
@@ -121,6 +121,49 @@ class SfMLearnerNet(nn.Module):
         return {"disp": self.depth(target), "poses": poses, "logits": logits}
 
 
+def snippet_poses(
+    outputs: Mapping[str, Any], target: torch.Tensor, sources: torch.Tensor, K: torch.Tensor,
+    T_t_to_s: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Checks a snippet's shapes and returns its ``T_t_to_s`` ``(B, S, 4, 4)``: the given poses,
+    or ``outputs["poses"]`` ``(B, S, 6)`` read with SfMLearner's Euler angles (float32)."""
+    from ..pose import pose_vector_to_matrix
+
+    dims = check_tensor(target, "target", ("B", 3, "H", "W"))
+    check_tensor(sources, "sources", ("B", "S", 3, "H", "W"), dims=dims)
+    check_tensor(K, "K", ("B", 3, 3), dims=dims)
+    b, n_src = sources.shape[:2]
+    if T_t_to_s is None:
+        T_t_to_s = pose_vector_to_matrix(outputs["poses"].reshape(-1, 6).float(), rotation="euler").reshape(b, n_src, 4, 4)
+    check_tensor(T_t_to_s, "T_t_to_s", ("B", "S", 4, 4), dims=dims)
+    return T_t_to_s
+
+
+def scale_views(
+    outputs: Mapping[str, Any], s: int, target: torch.Tensor, sources: torch.Tensor, K: torch.Tensor,
+    full_res: bool,
+) -> tuple[torch.Tensor, ...]:
+    """What the loss compares at output scale ``s``: ``(own, depth, target, sources, K)``.
+
+    ``own`` is the network's disparity at that scale ``(B, 1, h_s, w_s)`` (float32, for the
+    smoothness term); ``depth = 1 / disp`` at the resolution the warp runs at: the scale's own
+    (SfMLearner) or, with ``full_res``, the disparity upsampled to the input size (Monodepth2);
+    the target ``(B, 3, h, w)``, sources ``(B, S, 3, h, w)`` and ``K`` ``(B, 3, 3)`` at that
+    resolution."""
+    b, n_src = sources.shape[:2]
+    H, W = target.shape[-2:]
+    own = outputs["disp"][s].float()
+    check_tensor(own, f"disp[{s}]", (b, 1, None, None))
+    disp = own
+    if full_res and s > 0:
+        disp = F.interpolate(own, size=(H, W), mode="bilinear", align_corners=False)
+    h, w = disp.shape[-2:]
+    factor = H // h
+    tgt = downsample(target, factor)
+    src = downsample(sources.flatten(0, 1), factor).reshape(b, n_src, 3, h, w)
+    return own, 1.0 / disp, tgt, src, scale_intrinsics(K, w / W, h / H)
+
+
 def sfmlearner_loss(
     outputs: Mapping[str, Any],
     target: torch.Tensor,
@@ -140,32 +183,17 @@ def sfmlearner_loss(
     Returns:
         ``(loss, {"view_synthesis", "explainability", "smoothness", "mask_mean"})``, detached terms.
     """
-    from ..pose import pose_vector_to_matrix
-
     cfg = config or SfMLearnerConfig()
-    dims = check_tensor(target, "target", ("B", 3, "H", "W"))
-    check_tensor(sources, "sources", ("B", "S", 3, "H", "W"), dims=dims)
-    check_tensor(K, "K", ("B", 3, 3), dims=dims)
+    T_t_to_s = snippet_poses(outputs, target, sources, K, T_t_to_s)
     b, n_src = sources.shape[:2]
     H, W = target.shape[-2:]
-    if T_t_to_s is None:
-        T_t_to_s = pose_vector_to_matrix(outputs["poses"].reshape(-1, 6).float(), rotation="euler").reshape(b, n_src, 4, 4)
-    check_tensor(T_t_to_s, "T_t_to_s", ("B", "S", 4, 4), dims=dims)
     logits = outputs.get("logits") if cfg.mask else None
     zero = target.new_zeros(())
     vs_sum, ex_sum, sm_sum, mask_sum = zero, zero, zero, zero
     for s in cfg.scales:
-        own = outputs["disp"][s].float()
-        check_tensor(own, f"disp[{s}]", (b, 1, None, None))
-        disp = own
-        if cfg.multiscale == "upsample" and s > 0:  # monodepth2: warp at full resolution
-            disp = F.interpolate(own, size=(H, W), mode="bilinear", align_corners=False)
-        h, w = disp.shape[-2:]
-        factor = H // h
-        tgt = downsample(target, factor)
-        src = downsample(sources.flatten(0, 1), factor).reshape(b, n_src, 3, h, w)
-        K_s = scale_intrinsics(K, w / W, h / H)
-        depth = 1.0 / disp
+        own, depth, tgt, src, K_s = scale_views(outputs, s, target, sources, K,
+                                                full_res=cfg.multiscale == "upsample")
+        h, w = depth.shape[-2:]
         mask = explainability(logits[s].float()) if logits is not None else None  # (B, S, 1, h_s, w_s)
         if mask is not None and mask.shape[-2:] != (h, w):
             mask = F.interpolate(mask.flatten(0, 1), size=(h, w), mode="bilinear",
