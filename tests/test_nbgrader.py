@@ -26,7 +26,7 @@ got their points.
 
 nbgrader fits the course's pins (``pip install -r requirements-nbgrader.txt`` in the course's
 environment). Without it these tests are skipped, unless ``LESSON_LIB_REQUIRE_NBGRADER=1`` (as
-in ``.ci/run``'s nbgrader job): then they fail.
+in ``.ci/run``'s main job, which installs nbgrader after the course's own tests): then they fail.
 """
 
 from __future__ import annotations
