@@ -42,11 +42,9 @@ def main() -> None:
         world = [i // evaluation.TEST_FRAMES for i in range(len(data))]
         abs_rel = {}
         for name, (model, method, _) in loaded.items():
-            def predict(x, K, b, pp, model=model, method=method):
-                return method.predict_depth(model, x, K, b, max_depth=100.0)
-
             with torch.no_grad():
-                rows = evaluation.per_image_metrics(predict, data, post_processing=(False,), metric=False)
+                rows = evaluation.per_image_metrics(evaluation.model_predictor(model, method), data,
+                                                    post_processing=(False,), metric=False)
             abs_rel[name] = np.array([r["abs_rel"] for r in rows["median-scaled"]])
             print(f"{split:<13} {name:<16} abs rel {abs_rel[name].mean():.4f}  ({len(data)} images, median-scaled)")
         for a, b in pairs:

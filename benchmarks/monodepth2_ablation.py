@@ -34,10 +34,7 @@ def main() -> None:
         folder = Path(folder)
         t0 = time.perf_counter()
         model, method, _ = methods.load_model(folder / "latest.pt")
-
-        def predict(left, K, baseline, pp, model=model, method=method):
-            return method.predict_depth(model, left, K, baseline, max_depth=100.0)
-
+        predict = evaluation.model_predictor(model, method)
         per_image = evaluation.per_image_metrics(predict, data, post_processing=(False,), metric=False)["median-scaled"]
         cars_each = evaluation.region_abs_rel(predict, data)  # moving-car pixels, images with >= 100 of them
         cars, n_cars = float(cars_each.mean()), len(cars_each)

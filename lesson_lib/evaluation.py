@@ -33,6 +33,7 @@ __all__ = [
     "test_split",
     "evaluate",
     "evaluate_model",
+    "model_predictor",
     "per_image_metrics",
     "region_abs_rel",
     "paired_bootstrap",
@@ -227,6 +228,20 @@ def paired_bootstrap(
     return {"mean": float(diff.mean()), "low": float(low), "high": float(high), "groups": int(diff.size)}
 
 
+def model_predictor(model: nn.Module, method: Any, clamp: float = 100.0) -> DepthPredictor:
+    """The depth predictor of a trained model: ``predict(image, K, baseline, post_processing)``
+    calls ``method.predict_depth`` with the flip post-processing flag and the depth clamped to
+    ``clamp`` metres (above the metrics' 80 m cap, so the cap, not the clamp, decides). What
+    :func:`evaluate`, :func:`per_image_metrics` and :func:`region_abs_rel` take."""
+    if not clamp > 0:
+        raise ValueError(f"clamp must be > 0, got {clamp}")
+
+    def predict(image: torch.Tensor, K: torch.Tensor, baseline: torch.Tensor, pp: bool) -> torch.Tensor:
+        return method.predict_depth(model, image, K, baseline, post_processing=pp, max_depth=clamp)
+
+    return predict
+
+
 def evaluate_model(
     model: nn.Module,
     method: Any,
@@ -241,10 +256,7 @@ def evaluate_model(
     clamped to ``max(100, max_depth)`` m before the metrics' own cap); the "metres" rows only
     for a method with metric depth."""
     device = next(model.parameters()).device
-
-    def predict(image: torch.Tensor, K: torch.Tensor, baseline: torch.Tensor, pp: bool) -> torch.Tensor:
-        return method.predict_depth(model, image, K, baseline, post_processing=pp, max_depth=max(100.0, max_depth))
-
+    predict = model_predictor(model, method, clamp=max(100.0, max_depth))
     return evaluate(predict, dataset, batch_size=batch_size, post_processing=post_processing, max_depth=max_depth,
                     metric=bool(getattr(method, "metric_depth", False)), device=device, crop=crop)
 

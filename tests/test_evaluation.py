@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lesson_lib.evaluation import evaluate, evaluate_model, region_abs_rel
+from lesson_lib.evaluation import evaluate, evaluate_model, model_predictor, region_abs_rel
 from lesson_lib.methods.monodepth import Monodepth, MonodepthConfig
 from lesson_lib.metrics import METRIC_NAMES
 
@@ -222,6 +222,31 @@ def test_evaluate_model_goes_through_the_methods_predict_depth():
 
     res = evaluate_model(model, UpToScale(method.config), [item(25.0)])
     assert list(res) == ["median-scaled", "median-scaled + pp"]
+
+
+def test_model_predictor_passes_the_flag_and_clamps():
+    """A constant disparity of 0.001 of the width is 80 * 0.5 / 0.064 = 625 m: clamped to the
+    predictor's ``clamp``; the post-processing flag reaches ``predict_depth``."""
+    method = Monodepth(MonodepthConfig(encoder_width=8))
+    model = _ConstantDisparity(0.001)
+    K = torch.tensor([[[80.0, 0, 32], [0, 80.0, 16], [0, 0, 1]]])
+    image, baseline = torch.rand(1, 3, 32, 64), torch.tensor([0.5])
+    for clamp in (100.0, 300.0):
+        depth = model_predictor(model, method, clamp=clamp)(image, K, baseline, False)
+        assert depth.shape == (1, 1, 32, 64) and torch.allclose(depth, torch.full_like(depth, clamp))
+    seen = []
+
+    class Spy(Monodepth):
+        def predict_depth(self, model, image, K, baseline=None, *, post_processing=False, max_depth=100.0):
+            seen.append((post_processing, max_depth))
+            return super().predict_depth(model, image, K, baseline, post_processing=post_processing, max_depth=max_depth)
+
+    predict = model_predictor(model, Spy(method.config), clamp=150.0)
+    predict(image, K, baseline, True)
+    predict(image, K, baseline, False)
+    assert seen == [(True, 150.0), (False, 150.0)]
+    with pytest.raises(ValueError, match="clamp"):
+        model_predictor(model, method, clamp=0.0)
 
 
 # --------------------------------------------------------------------------- paired bootstrap
