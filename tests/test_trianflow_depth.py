@@ -232,6 +232,77 @@ def test_depth_loss_is_deterministic_given_the_generator_and_float32_under_autoc
     assert pose16.R.dtype != torch.bfloat16 and torch.equal(pose16.index, pose32.index)
 
 
+def _depth_loss_of(disp, cfg, inputs):
+    depth, flow, flow_bw, image1, image2 = inputs
+    disps = {0: disp}
+    return depth_loss(disps, flow, flow_bw, image1, image2, K.expand(depth.shape[0], 3, 3), cfg,
+                      generator=torch.Generator().manual_seed(0))
+
+
+def test_flow_consistency_is_zero_for_the_true_depth_at_any_scale():
+    inputs = _loss_inputs()
+    depth = inputs[0]
+    cfg = TrianFlowConfig(samples=400, ransac_threshold=0.1, min_parallax_deg=0.2, rigid_threshold=1.0,
+                          flow_consistency_weight=1.0)
+    for c in (0.5, 1.0, 4.0):  # the scaled pose follows the depth's scale: the rigid flow is the same
+        _, logs = _depth_loss_of(1.0 / (c * depth), cfg, inputs)
+        assert float(logs["flow_consistency"]) < 1e-3  # pixels (measured 1e-5); the input is the exact rigid flow
+    _, flat = _depth_loss_of(torch.full_like(depth, 0.1), cfg, inputs)
+    assert float(flat["flow_consistency"]) > 0.2  # measured 0.54 px (the mean flow is 1.8 px)
+    # a depth twice too far on the left half: the rigid flow there is wrong, the term says so
+    wrong = depth.clone()
+    wrong[..., : W // 2] *= 2.0
+    _, logs_wrong = _depth_loss_of(1.0 / wrong, cfg, inputs)
+    assert float(logs_wrong["flow_consistency"]) > 0.2  # measured 0.60 px
+    # weight 0 (the default): the term is not computed
+    _, off = _depth_loss_of(1.0 / depth, TrianFlowConfig(samples=400, ransac_threshold=0.1, min_parallax_deg=0.2,
+                                                         rigid_threshold=1.0), inputs)
+    assert float(off["flow_consistency"]) == 0.0
+    disp = (1.0 / wrong).requires_grad_()
+    loss, _ = _depth_loss_of(disp, cfg, inputs)
+    loss.backward()
+    assert bool(torch.isfinite(disp.grad).all())
+    # the gradient pushes the too-far half nearer (its disparity up)
+    assert float(disp.grad[..., : W // 2].sum()) < 0
+
+
+def test_scale_free_loss_has_no_gradient_along_the_overall_scale():
+    """The loss's value never depends on the disparity's overall scale (the alignment follows
+    it), but with the alignment's scale detached its gradient does, and the scale drifts;
+    ``scale_free`` removes that component: d/de loss(disp·(1 + e)) = <grad, disp> = 0."""
+    inputs = _loss_inputs()
+    depth = inputs[0]
+    wrong = depth * (1.0 + 0.5 * torch.linspace(0, 1, W))  # too far towards the right
+    base = dict(samples=400, ransac_threshold=0.1, min_parallax_deg=0.2, rigid_threshold=1.0,
+                flow_consistency_weight=0.05)
+    along = {}
+    for free in (False, True):
+        cfg = TrianFlowConfig(scale_free=free, **base)
+        disp = (1.0 / wrong).requires_grad_()
+        loss, _ = _depth_loss_of(disp, cfg, inputs)
+        loss.backward()
+        g = disp.grad
+        d = disp.detach()
+        along[free] = float((g * d).sum() / (g.norm() * d.norm()))
+        value2, _ = _depth_loss_of(2.0 / wrong, cfg, inputs)
+        assert float(value2) == pytest.approx(float(loss.detach()), rel=1e-3)  # the value: scale-invariant either way
+    assert abs(along[True]) < 1e-6  # measured 4e-9 (cosine of the gradient with the disparity)
+    assert abs(along[False]) > 5e-3  # measured 0.018
+
+
+def test_flat2_depth_smoothness_is_zero_for_a_planar_disparity():
+    inputs = _loss_inputs()
+    depth = inputs[0]
+    ramp = (0.2 + 0.01 * torch.arange(W, dtype=torch.float32)).expand(depth.shape[0], 1, H, W).clone()
+    for name, expect_zero in (("flat2", True), ("edge1", False)):
+        cfg = TrianFlowConfig(samples=400, ransac_threshold=0.1, min_parallax_deg=0.2, rigid_threshold=1.0,
+                              depth_smoothness=name)
+        _, logs = _depth_loss_of(ramp, cfg, inputs)
+        assert (float(logs["smoothness"]) < 1e-6) == expect_zero
+    with pytest.raises(ValueError, match="depth_smoothness"):
+        TrianFlowConfig(depth_smoothness="edge2")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_pose_from_flow_on_cuda_matches_the_truth():
     depth, T, flow, front = _scene()

@@ -104,8 +104,16 @@ class TrianFlowConfig:
                                         "warped with the depth and the pose from F, on rigid visible pixels")
     reprojection_ssim_weight: float = option(0.85, "depth stage: weight of SSIM in the reprojection's photometric "
                                              "error (the rest L1); 0: L1 alone, as SfMLearner")
-    depth_smoothness_weight: float = option(1e-3, "depth stage: edge-aware first-order smoothness of the "
-                                            "mean-normalised disparity (divided by 2^scale)")
+    scale_free: bool = option(False, "depth stage: divide each disparity map by its mean before the loss, so the "
+                              "loss cannot move the depth's overall scale (the alignment's scale carries no "
+                              "gradient; without this the scale drifts and the disparity saturates)")
+    flow_consistency_weight: float = option(0.0, "depth stage: weight of |rigid flow - optical flow| (pixels) on "
+                                            "rigid visible pixels, the rigid flow from the depth and the scaled "
+                                            "pose from F (TrianFlow's depth-flow consistency)")
+    depth_smoothness: str = option("edge1", "depth stage: edge1 (edge-aware first order, TrianFlow's and "
+                                   "Monodepth2's) or flat2 (second order, not edge-aware: chapter 07's recipe) "
+                                   "smoothness of the mean-normalised disparity", choices=("edge1", "flat2"))
+    depth_smoothness_weight: float = option(1e-3, "depth stage: weight of the depth smoothness (divided by 2^scale)")
     input_height: int = option(0, "the network's input height (multiple of 32); 0: the data's own size")
     input_width: int = option(0, "the network's input width (multiple of 32); 0: the data's own size")
 
@@ -120,7 +128,7 @@ class TrianFlowConfig:
         if self.encoder_width < 1 or self.samples < 8 or not 0.0 < self.top_fraction <= 1.0:
             raise ValueError(f"{name}: encoder_width must be >= 1, samples >= 8 and top_fraction in (0, 1]")
         for f in ("smoothness_weight", "occlusion_a1", "occlusion_a2", "occlusion_from_step", "ransac_threshold",
-                  "min_parallax_deg", "rigid_threshold", "triangulation_weight", "reprojection_weight",
+                  "min_parallax_deg", "rigid_threshold", "triangulation_weight", "reprojection_weight", "flow_consistency_weight",
                   "depth_smoothness_weight"):
             if not getattr(self, f) >= 0:
                 raise ValueError(f"{name}.{f} must be >= 0, got {getattr(self, f)}")
@@ -398,16 +406,23 @@ def depth_loss(
     4. ``image2`` warped into ``image1`` with ``D`` and ``(R, s t)``, the photometric error
        (``reprojection_ssim_weight`` SSIM + the rest L1) on pixels that are visible (forward-backward test) and rigid
        (flow within ``rigid_threshold`` pixels of its epipolar line);
-    5. edge-aware smoothness of the mean-normalised disparity, divided by ``2^scale``.
+    5. with ``flow_consistency_weight`` > 0, the rigid flow of ``D`` and ``(R, s t)`` against
+       ``flow_fw`` on the same pixels, ``mean |rigid - flow|_1`` in pixels;
+    6. smoothness of the mean-normalised disparity (``depth_smoothness``: edge-aware first order
+       or chapter 07's second order), divided by ``2^scale``.
+
+    With ``scale_free`` each disparity is divided by its mean before steps 3-5, so the loss has
+    no gradient along the disparity's overall scale (``s`` carries none: without this the scale
+    drifts during training).
 
     Batch elements whose pose is not usable (:attr:`FlowPose.ok` False) contribute only the
-    smoothness. Returns ``(loss, logs)``: ``triangulation``, ``reprojection``, ``smoothness``,
+    smoothness. Returns ``(loss, logs)``: ``triangulation``, ``reprojection``, ``flow_consistency``, ``smoothness``,
     ``inlier_share``, ``points`` (trusted triangulated points per pair), ``rigid`` (share of
     pixels), ``pose_ok`` (share of pairs)."""
     from .. import twoview
     from ..camera import pixel_grid
     from ..pose import make_pose
-    from ..warping import rigid_warp
+    from ..warping import rigid_sample_points, rigid_warp
 
     cfg = config or TrianFlowConfig()
     dims = check_tensor(image1, "image1", ("B", 3, "H", "W"))
@@ -425,9 +440,12 @@ def depth_loss(
         epi = twoview.sampson_distance(pose.F, grid, grid + ff.flatten(2).mT).reshape(b, 1, h, w)
         rigid = visible_mask(ff, fb, cfg.occlusion_a1, cfg.occlusion_a2) & (epi < cfg.rigid_threshold)
         rigid = rigid & pose.ok[:, None, None, None]
-    tri_sum = photo_sum = smooth_sum = image1.new_zeros(())
+    tri_sum = photo_sum = smooth_sum = flow_sum = image1.new_zeros(())
+    grid_img = pixel_grid(h, w, device=ff.device)[:2][None]  # (1, 2, H, W) pixel coordinates (u, v)
     for s_, disp in sorted(disps.items()):
         disp_full = F.interpolate(disp.float(), size=(h, w), mode="bilinear", align_corners=False)
+        if cfg.scale_free:
+            disp_full = disp_full / disp_full.mean(dim=(1, 2, 3), keepdim=True)
         depth = 1.0 / disp_full
         d_at = depth.flatten(1).gather(1, pose.index)
         scale = align_scale(d_at, z, trusted)
@@ -439,11 +457,21 @@ def depth_loss(
         err = photometric_error(warped, image1, alpha=cfg.reprojection_ssim_weight)
         m = (rigid & inside).to(err.dtype)
         photo_sum = photo_sum + (err * m).sum() / m.sum().clamp(min=1.0)
-        small = resize(image1, tuple(disp.shape[-2:]))
-        smooth_sum = smooth_sum + smoothness(disp.float(), small, order=1, normalize=True) / 2**s_
+        if cfg.flow_consistency_weight > 0:
+            uv, front = rigid_sample_points(depth, T, K)
+            flow_err = (uv - grid_img - ff).abs().sum(dim=1, keepdim=True)
+            mf = (rigid & front).to(flow_err.dtype)
+            flow_sum = flow_sum + (flow_err * mf).sum() / mf.sum().clamp(min=1.0)
+        if cfg.depth_smoothness == "edge1":
+            small = resize(image1, tuple(disp.shape[-2:]))
+            smooth_sum = smooth_sum + smoothness(disp.float(), small, order=1, normalize=True) / 2**s_
+        else:  # no image edges: plain second-order smoothness (chapter 07's recipe)
+            flat = torch.zeros_like(disp, dtype=torch.float32)
+            smooth_sum = smooth_sum + smoothness(disp.float(), flat, order=2, normalize=True) / 2**s_
     loss = (cfg.triangulation_weight * tri_sum + cfg.reprojection_weight * photo_sum
-            + cfg.depth_smoothness_weight * smooth_sum)
-    logs = {"triangulation": tri_sum.detach(), "reprojection": photo_sum.detach(), "smoothness": smooth_sum.detach(),
+            + cfg.flow_consistency_weight * flow_sum + cfg.depth_smoothness_weight * smooth_sum)
+    logs = {"triangulation": tri_sum.detach(), "reprojection": photo_sum.detach(),
+            "flow_consistency": flow_sum.detach(), "smoothness": smooth_sum.detach(),
             "inlier_share": pose.inliers.float().mean(), "points": trusted.float().sum(1).mean(),
             "rigid": rigid.float().mean(), "pose_ok": pose.ok.float().mean()}
     return loss, logs
