@@ -128,8 +128,8 @@ class TrianFlowConfig:
         if self.encoder_width < 1 or self.samples < 8 or not 0.0 < self.top_fraction <= 1.0:
             raise ValueError(f"{name}: encoder_width must be >= 1, samples >= 8 and top_fraction in (0, 1]")
         for f in ("smoothness_weight", "occlusion_a1", "occlusion_a2", "occlusion_from_step", "ransac_threshold",
-                  "min_parallax_deg", "rigid_threshold", "triangulation_weight", "reprojection_weight", "flow_consistency_weight",
-                  "depth_smoothness_weight"):
+                  "min_parallax_deg", "rigid_threshold", "triangulation_weight", "reprojection_weight",
+                  "flow_consistency_weight", "depth_smoothness_weight"):
             if not getattr(self, f) >= 0:
                 raise ValueError(f"{name}.{f} must be >= 0, got {getattr(self, f)}")
         check_input_size(self)
@@ -416,8 +416,8 @@ def depth_loss(
     drifts during training).
 
     Batch elements whose pose is not usable (:attr:`FlowPose.ok` False) contribute only the
-    smoothness. Returns ``(loss, logs)``: ``triangulation``, ``reprojection``, ``flow_consistency``, ``smoothness``,
-    ``inlier_share``, ``points`` (trusted triangulated points per pair), ``rigid`` (share of
+    smoothness. Returns ``(loss, logs)``: ``triangulation``, ``reprojection``, ``flow_consistency``,
+    ``smoothness``, ``inlier_share``, ``points`` (trusted triangulated points per pair), ``rigid`` (share of
     pixels), ``pose_ok`` (share of pairs)."""
     from .. import twoview
     from ..camera import pixel_grid
@@ -441,7 +441,7 @@ def depth_loss(
         rigid = visible_mask(ff, fb, cfg.occlusion_a1, cfg.occlusion_a2) & (epi < cfg.rigid_threshold)
         rigid = rigid & pose.ok[:, None, None, None]
     tri_sum = photo_sum = smooth_sum = flow_sum = image1.new_zeros(())
-    grid_img = pixel_grid(h, w, device=ff.device)[:2][None]  # (1, 2, H, W) pixel coordinates (u, v)
+    grid_img = grid[:1].mT.reshape(1, 2, h, w)  # the same pixel coordinates (u, v) as an image
     for s_, disp in sorted(disps.items()):
         disp_full = F.interpolate(disp.float(), size=(h, w), mode="bilinear", align_corners=False)
         if cfg.scale_free:
