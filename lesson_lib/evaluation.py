@@ -36,6 +36,7 @@ __all__ = [
     "model_predictor",
     "per_image_metrics",
     "region_abs_rel",
+    "row_baseline",
     "paired_bootstrap",
     "snippet_trajectory",
     "evaluate_poses",
@@ -182,6 +183,44 @@ def region_abs_rel(
                 pred = (p[inside] * scale).clamp(1e-3, max_depth)
                 errs.append(float(((pred - g[inside]).abs() / g[inside]).mean()))
     return np.asarray(errs, dtype=np.float64)
+
+
+def row_baseline(train_depth: Any, statistic: str = "median", max_depth: float = MAX_DEPTH) -> torch.Tensor:
+    """The course's trivial depth "predictor": for every pixel, the median (or mean) true depth
+    of its image row over training depth maps, whatever the image shows (the road gets nearer
+    towards the bottom of every street scene).
+
+    Args:
+        train_depth: ``(N, H, W)`` depth maps (array or tensor, metres; 0 = no depth, e.g. sky);
+            only depths in ``(0, max_depth]`` count.
+        statistic: ``"median"`` (the middle value; the mean of the two middle ones for an even
+            count, as ``numpy.median``) or ``"mean"``.
+
+    Returns:
+        ``(1, 1, H, 1)`` float32, to broadcast over images of width ``W``; a row with no depth in
+        any map gets ``max_depth``.
+
+    Raises:
+        ValueError: not ``(N, H, W)``, an unknown statistic, a negative or non-finite depth.
+    """
+    depth = torch.as_tensor(train_depth).float()
+    if depth.ndim != 3 or depth.numel() == 0:
+        raise ValueError(f"train_depth: expected non-empty (N, H, W) depth maps, got shape {tuple(depth.shape)}")
+    if statistic not in ("median", "mean"):
+        raise ValueError(f"statistic must be 'median' or 'mean', got {statistic!r}")
+    if not bool(torch.isfinite(depth).all()) or bool((depth < 0).any()):
+        raise ValueError("train_depth must be finite and >= 0 (0 = no depth)")
+    ok = (depth > 0) & (depth <= max_depth)
+    by_row = torch.where(ok, depth, torch.nan).permute(1, 0, 2).flatten(1)  # (H, N·W)
+    n = ok.permute(1, 0, 2).flatten(1).sum(1)  # depths per row
+    if statistic == "median":
+        ordered = by_row.sort(dim=1).values  # NaN (no depth) sorts last
+        lo, hi = ((n - 1).clamp(min=0) // 2)[:, None], (n // 2).clamp(max=by_row.shape[1] - 1)[:, None]
+        value = 0.5 * (ordered.gather(1, lo) + ordered.gather(1, hi))[:, 0]
+        value = torch.where(n > 0, value, torch.nan)
+    else:
+        value = by_row.nansum(1) / n
+    return torch.nan_to_num(value, nan=max_depth).view(1, 1, -1, 1)
 
 
 def paired_bootstrap(

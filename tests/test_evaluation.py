@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lesson_lib.evaluation import evaluate, evaluate_model, model_predictor, region_abs_rel
+from lesson_lib.evaluation import evaluate, evaluate_model, model_predictor, region_abs_rel, row_baseline
 from lesson_lib.methods.monodepth import Monodepth, MonodepthConfig
 from lesson_lib.metrics import METRIC_NAMES
 
@@ -421,3 +421,35 @@ def test_evaluate_flow_known_answers():
     assert zero["epe_all"] == pytest.approx(zero["zero_flow_epe_all"]) and zero["epe_all"] > 0.5
     with pytest.raises(ValueError, match="expected"):
         evaluate_flow(lambda a, b: truth[: a.shape[0], :1], data, batch_size=len(data))
+
+
+def test_row_baseline_known_answers():
+    # row 0: sky everywhere; row 1: 1, 2, 3, 10 (and 0 = sky, 90 > max: ignored); row 2: 5, 5, 7
+    d = torch.zeros(2, 3, 4)
+    d[0, 1] = torch.tensor([1.0, 2.0, 0.0, 90.0])
+    d[1, 1] = torch.tensor([3.0, 10.0, 0.0, 0.0])
+    d[0, 2] = torch.tensor([5.0, 5.0, 7.0, 0.0])
+    median = row_baseline(d)
+    assert median.shape == (1, 1, 3, 1)
+    assert median.flatten().tolist() == pytest.approx([80.0, 2.5, 5.0])  # even count: mean of the middle two
+    assert row_baseline(d, "mean").flatten().tolist() == pytest.approx([80.0, 4.0, 17.0 / 3.0])
+    assert row_baseline(d.numpy(), max_depth=100.0).flatten().tolist() == pytest.approx([100.0, 3.0, 5.0])
+    # the same as numpy's nanmedian over random maps
+    import numpy as np
+
+    g = torch.Generator().manual_seed(0)
+    r = 100 * torch.rand(5, 7, 6, generator=g)
+    r[torch.rand(r.shape, generator=g) < 0.3] = 0
+    ref = np.nan_to_num(np.nanmedian(np.where((r > 0) & (r <= 80), r, np.nan), axis=(0, 2)), nan=80.0)
+    assert row_baseline(r).flatten().numpy() == pytest.approx(ref, abs=1e-5)
+
+
+def test_row_baseline_bad_input():
+    with pytest.raises(ValueError, match=r"\(N, H, W\)"):
+        row_baseline(torch.ones(3, 4))
+    with pytest.raises(ValueError, match="statistic"):
+        row_baseline(torch.ones(1, 3, 4), "mode")
+    with pytest.raises(ValueError, match="finite"):
+        row_baseline(torch.full((1, 3, 4), -1.0))
+    with pytest.raises(ValueError, match="finite"):
+        row_baseline(torch.full((1, 3, 4), float("nan")))
