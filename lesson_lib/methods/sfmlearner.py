@@ -54,8 +54,8 @@ from ..models import DepthDecoder, PoseExpNet, ResNetEncoder, explainability, ne
 from ..training import Method, NetworkOptions, StepContext, option
 from ..warping import rigid_warp
 
-__all__ = ["SfMLearnerConfig", "SfMLearnerNet", "SfMLearner", "sfmlearner_loss", "snippet_poses", "scale_views", "disparity_to_depth", "monocular_disparity",
-           "predict_depth", "predict_poses"]
+__all__ = ["SfMLearnerConfig", "SfMLearnerNet", "SfMLearner", "sfmlearner_loss", "snippet_poses", "scale_views",
+           "disparity_to_depth", "monocular_disparity", "predict_depth", "predict_poses"]
 
 MIN_DISP, DISP_RANGE = 0.01, 10.0
 """SfMLearner's disparity range: ``disp = 10·sigmoid + 0.01``, depth in ``(1/10.01, 100)``."""
