@@ -85,6 +85,27 @@ def check_tensor(
     return dims
 
 
+def check_number(value: object, name: str, *, integer: bool = False) -> float | int:
+    """Check that ``value`` is a real number (an ``int`` with ``integer``) and return it.
+
+    A Python or NumPy number passes, and so does a tensor with one element (it is read with
+    ``.item()``); a tensor of any other size, a string or ``None`` raises a ``TypeError`` that
+    names ``name`` and what was received. ``bool`` is not a number here.
+    """
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise TypeError(f"{name}: expected a number, got a tensor of shape {tuple(value.shape)}")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected {'an integer' if integer else 'a number'}, got {type(value).__name__}")
+    if integer:
+        if not isinstance(value, numbers.Integral):
+            if not float(value).is_integer():
+                raise TypeError(f"{name}: expected an integer, got {value!r}")
+        return int(value)
+    return value
+
+
 def check_same_device(**tensors: torch.Tensor) -> None:
     """Raise ``ValueError`` if the given tensors do not all live on one device."""
     devices = {name: t.device for name, t in tensors.items()}

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from ._validate import check_same_device, check_tensor, float32_geometry
+from ._validate import check_number, check_same_device, check_tensor, float32_geometry
 
 __all__ = [
     "intrinsics_matrix",
@@ -36,7 +36,10 @@ __all__ = [
 def intrinsics_matrix(
     fx: float, fy: float, cx: float, cy: float, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
-    """The ``(3, 3)`` intrinsic matrix (add a batch dimension with ``K[None]``; chapter 02)."""
+    """The ``(3, 3)`` intrinsic matrix (add a batch dimension with ``K[None]``; chapter 02).
+
+    ``fx, fy, cx, cy`` are numbers in pixels (a one-element tensor is read as its number)."""
+    fx, fy, cx, cy = (check_number(v, n) for v, n in ((fx, "fx"), (fy, "fy"), (cx, "cx"), (cy, "cy")))
     return torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=dtype)
 
 

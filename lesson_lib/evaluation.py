@@ -14,7 +14,7 @@ Any method plugs in through a *depth predictor*: a function
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -59,6 +59,31 @@ CROPS = (None, "garg")
 DepthPredictor = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, bool], torch.Tensor]
 
 
+def _batch_item(batch: Any, key: str, spec: tuple, dims: dict, floating: bool = True) -> torch.Tensor:
+    """``batch[key]`` of a batch the DataLoader made from ``dataset``, checked against ``spec``
+    (with the batch dimension), so a wrong item fails with a message that names the dataset."""
+    if not isinstance(batch, Mapping) or key not in batch:
+        have = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
+        raise ValueError(f"dataset: expected items with {key!r}, got {have}")
+    check_tensor(batch[key], f"dataset's {key!r} (batched)", spec, dims=dims, floating=floating)
+    return batch[key]
+
+
+def _stereo_batch(batch: Any) -> tuple[torch.Tensor, ...]:
+    """``left (B,3,H,W)``, ``depth (B,1,H,W)``, ``K (B,3,3)`` and ``baseline (B,)`` of a batch."""
+    dims: dict = {}
+    return (_batch_item(batch, "left", ("B", 3, "H", "W"), dims), _batch_item(batch, "depth", ("B", 1, "H", "W"), dims),
+            _batch_item(batch, "K", ("B", 3, 3), dims), _batch_item(batch, "baseline", ("B",), dims))
+
+
+def _video_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``target (B,3,H,W)``, ``sources (B,S,3,H,W)`` and ``T_t_to_s (B,S,4,4)`` of a batch."""
+    dims: dict = {}
+    return (_batch_item(batch, "target", ("B", 3, "H", "W"), dims),
+            _batch_item(batch, "sources", ("B", "S", 3, "H", "W"), dims),
+            _batch_item(batch, "T_t_to_s", ("B", "S", 4, 4), dims))
+
+
 def test_split(split: str = "test", sequences: int = TEST_SEQUENCES, frames: int = TEST_FRAMES,
                progress: bool = False) -> Any:
     """The stereo dataset of an evaluation split (``"test"``, ``"test_shifted"`` or ``"val"``),
@@ -96,13 +121,13 @@ def per_image_metrics(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     rows: dict[str, list[dict[str, float]]] = {}
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        left, gt = batch["left"].to(device), batch["depth"].to(device)
-        K, baseline = batch["K"].to(device), batch["baseline"].to(device)
+        left, gt, K, baseline = (t.to(device) for t in _stereo_batch(batch))
         mask = None
         if crop == "garg":
             mask = garg_crop_mask(*gt.shape[-2:], device=gt.device).expand(gt.shape[0], 1, *gt.shape[-2:])
         for pp in post_processing:
             depth = predict(left, K, baseline, bool(pp))
+            check_tensor(depth, "the depth predict returned", tuple(gt.shape))
             suffix = " + pp" if pp else ""
             if metric:
                 rows.setdefault("metres" + suffix, []).extend(
@@ -169,9 +194,10 @@ def region_abs_rel(
         for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
             if region not in batch:
                 raise KeyError(f"the dataset's items have no {region!r} map (they have {sorted(batch)})")
-            gt = batch["depth"].to(device)
-            depth = predict(batch["left"].to(device), batch["K"].to(device), batch["baseline"].to(device), False)
-            check_tensor(depth, "predicted depth", tuple(gt.shape))
+            left, gt, K, baseline = (t.to(device) for t in _stereo_batch(batch))
+            _batch_item(batch, region, tuple(gt.shape), {}, floating=False)
+            depth = predict(left, K, baseline, False)
+            check_tensor(depth, "the depth predict returned", tuple(gt.shape))
             for p, g, r in zip(depth.float(), gt.float(), batch[region].to(device)):
                 valid = (g > 0) & (g <= max_depth)
                 inside = valid & r.bool()
@@ -203,7 +229,11 @@ def row_baseline(train_depth: Any, statistic: str = "median", max_depth: float =
     Raises:
         ValueError: not ``(N, H, W)``, an unknown statistic, a negative or non-finite depth.
     """
-    depth = torch.as_tensor(train_depth).float()
+    try:
+        depth = torch.as_tensor(train_depth).float()
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"train_depth: expected (N, H, W) depth maps as an array or tensor, got "
+                        f"{type(train_depth).__name__} ({e})") from None
     if depth.ndim != 3 or depth.numel() == 0:
         raise ValueError(f"train_depth: expected non-empty (N, H, W) depth maps, got shape {tuple(depth.shape)}")
     if statistic not in ("median", "mean"):
@@ -347,8 +377,12 @@ def evaluate_flow(
     sums = {k: 0.0 for k in ("all", "static", "moving", "zero_all", "zero_static", "zero_moving")}
     counts = {"all": 0, "static": 0, "moving": 0}
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        image1, image2 = batch["target"].to(device), batch["sources"][:, -1].to(device)
-        gt, valid = batch["flow"].to(device), batch["flow_valid"].to(device).bool()
+        dims: dict = {}
+        image1 = _batch_item(batch, "target", ("B", 3, "H", "W"), dims).to(device)
+        image2 = _batch_item(batch, "sources", ("B", "S", 3, "H", "W"), dims)[:, -1].to(device)
+        gt = _batch_item(batch, "flow", ("B", 2, "H", "W"), dims).to(device)
+        valid = _batch_item(batch, "flow_valid", ("B", 1, "H", "W"), dims, floating=False).to(device).bool()
+        _batch_item(batch, "moving", ("B", 1, "H", "W"), dims, floating=False)
         pred = predict_flow(image1, image2).to(device)
         if pred.shape != gt.shape:
             raise ValueError(f"predict_flow gave {tuple(pred.shape)}, expected {tuple(gt.shape)}")
@@ -409,6 +443,13 @@ def mean_motion_poses(dataset: Any) -> torch.Tensor:
 
     if len(dataset) == 0:
         raise ValueError("the dataset is empty")
+    dims: dict = {}
+    for i in range(len(dataset)):
+        item = dataset[i]
+        if not isinstance(item, Mapping) or "T_t_to_s" not in item:
+            raise ValueError(f"dataset: expected items with 'T_t_to_s', item {i} is {type(item).__name__}"
+                             + (f" with {sorted(item)}" if isinstance(item, Mapping) else ""))
+        check_tensor(item["T_t_to_s"], f"dataset item {i}'s 'T_t_to_s'", ("S", 4, 4), dims=dims)
     T = torch.stack([dataset[i]["T_t_to_s"].double() for i in range(len(dataset))])  # (N, S, 4, 4)
     n, n_src = T.shape[:2]
     r = matrix_to_axis_angle(T[..., :3, :3].reshape(-1, 3, 3)).reshape(n, n_src, 3).mean(0)
@@ -436,8 +477,8 @@ def evaluate_poses(
         raise ValueError("the dataset is empty")
     errors = []
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        target, sources = batch["target"].to(device), batch["sources"].to(device)
-        true = batch["T_t_to_s"].to(device).double()
+        target, sources, true = (t.to(device) for t in _video_batch(batch))
+        true = true.double()
         pred = predict_poses(target, sources).to(device).double()
         if pred.shape != true.shape:
             raise ValueError(f"predict_poses gave {tuple(pred.shape)}, expected {tuple(true.shape)}")
@@ -475,8 +516,8 @@ def relative_pose_errors(
         raise ValueError("the dataset is empty")
     rot, dirn, failures = [], [], 0
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        target, sources = batch["target"].to(device), batch["sources"].to(device)
-        true = batch["T_t_to_s"].to(device).double()[:, -1]
+        target, sources, true = (t.to(device) for t in _video_batch(batch))
+        true = true.double()[:, -1]
         pred = predict_poses(target, sources).to(device).double()
         if pred.shape != batch["T_t_to_s"].shape:
             raise ValueError(f"predict_poses gave {tuple(pred.shape)}, expected {tuple(batch['T_t_to_s'].shape)}")

@@ -87,6 +87,9 @@ def box_filter(x: torch.Tensor, window: int = 3) -> torch.Tensor:
     """
     if isinstance(window, bool) or not isinstance(window, int) or window < 1 or window % 2 == 0:
         raise ValueError(f"window must be an odd integer >= 1, got {window!r}")
+    check_tensor(x, "x")
+    if x.ndim not in (3, 4):
+        raise ValueError(f"x: expected shape (B, C, H, W) or (C, H, W), got {tuple(x.shape)}")
     if window == 1:
         return x
     r = window // 2

@@ -39,7 +39,7 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
-from ._validate import check_same_device, check_tensor
+from ._validate import check_number, check_same_device, check_tensor
 
 __all__ = [
     "METRIC_NAMES",
@@ -94,6 +94,9 @@ def image_depth_errors(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, float]
 def garg_crop_mask(height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """The crop of Garg et al. used for KITTI's Eigen split (chapter 10): rows
     ``[0.408, 0.992]·H``, columns ``[0.036, 0.964]·W``; ``(1, 1, H, W)`` bool."""
+    height, width = check_number(height, "height", integer=True), check_number(width, "width", integer=True)
+    if height < 1 or width < 1:
+        raise ValueError(f"height and width must be >= 1, got {height} and {width}")
     mask = torch.zeros(1, 1, height, width, dtype=torch.bool, device=device)
     r0, r1 = int(0.40810811 * height), int(0.99189189 * height)
     c0, c1 = int(0.03594771 * width), int(0.96405229 * width)
@@ -364,7 +367,7 @@ def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
         raise ValueError("scores must be finite")
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
-        raise ValueError(f"need positives and negatives, got {n_pos} and {n_neg}")
+        raise ValueError(f"labels: need positives and negatives, got {n_pos} and {n_neg}")
     sorted_s, order = torch.sort(s)
     ranks = torch.empty_like(s)
     ranks[order] = torch.arange(1, s.numel() + 1, dtype=torch.float64)

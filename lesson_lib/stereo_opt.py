@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 
 from . import losses
-from ._validate import check_same_device, check_tensor
+from ._validate import check_number, check_same_device, check_tensor
 from .images import downsample
 from .matching import cost_volume, fill_inconsistent, left_right_check, winner_take_all
 from .warping import stereo_warp
@@ -295,8 +295,17 @@ class StereoResult(NamedTuple):
 
 def upsample_disparity(disparity: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """A disparity map resized bilinearly to ``size`` and multiplied by the width ratio, so it
-    stays in pixels of the new resolution."""
-    if tuple(disparity.shape[-2:]) == tuple(size):
+    stays in pixels of the new resolution.
+
+    Args:
+        disparity: ``(B, 1, H, W)`` in pixels.
+        size: the new ``(height, width)``.
+    """
+    check_tensor(disparity, "disparity", ("B", 1, "H", "W"))
+    if len(size) != 2 or any(check_number(s, "size", integer=True) < 1 for s in size):
+        raise ValueError(f"size: expected (height, width) >= 1, got {size!r}")
+    size = (int(size[0]), int(size[1]))
+    if tuple(disparity.shape[-2:]) == size:
         return disparity
     factor = size[1] / disparity.shape[-1]
     up = F.interpolate(disparity, size=size, mode="bilinear", align_corners=False)
@@ -322,6 +331,14 @@ def _inv_softplus(d: torch.Tensor) -> torch.Tensor:
 def _per_sample_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = mask.to(values.dtype)
     return ((values * m).sum(dim=(1, 2, 3)) / m.sum(dim=(1, 2, 3)).clamp(min=1.0)).mean()
+
+
+def _check_views(left: torch.Tensor, right: torch.Tensor, disp_left: torch.Tensor, disp_right: torch.Tensor) -> None:
+    dims = check_tensor(left, "left", ("B", "C", "H", "W"))
+    check_tensor(right, "right", ("B", "C", "H", "W"), dims=dims)
+    check_tensor(disp_left, "disp_left", ("B", 1, "H", "W"), dims=dims)
+    check_tensor(disp_right, "disp_right", ("B", 1, "H", "W"), dims=dims)
+    check_same_device(left=left, right=right, disp_left=disp_left, disp_right=disp_right)
 
 
 def stereo_losses(
@@ -356,6 +373,7 @@ def stereo_losses(
     """
     if left_right_mode not in LEFT_RIGHT_MODES:
         raise ValueError(f"left_right_mode must be one of {LEFT_RIGHT_MODES}, got {left_right_mode!r}")
+    _check_views(left, right, disp_left, disp_right)
     targets = torch.cat([left, right.flip(-1)])
     sources = torch.cat([right, left.flip(-1)])
     disp = torch.cat([disp_left, disp_right.flip(-1)])
@@ -436,6 +454,7 @@ def optimise_scale(
         :class:`StereoResult` ``(disp_left, disp_right, history)`` at this scale's resolution,
         detached; ``history`` holds this scale's steps only.
     """
+    _check_views(left, right, disp_left, disp_right)
     options = StereoOptions() if options is None else options
     settings = options.for_scale(index)
     scale, n_it, rate = settings["scale"], int(settings["iters"]), settings["learning_rate"]

@@ -114,6 +114,14 @@ def _points_pair(p1: torch.Tensor, p2: torch.Tensor, min_points: int = 1) -> tup
     return p1, p2, unbatched
 
 
+def _batch_of(M: torch.Tensor, name: str) -> tuple[bool, int]:
+    """Whether ``M`` (``(3, 3)`` or ``(B, 3, 3)``) is unbatched, and its batch size."""
+    check_tensor(M, name)
+    if M.ndim not in (2, 3):
+        raise ValueError(f"{name}: expected shape (3, 3) or (B, 3, 3), got {tuple(M.shape)}")
+    return M.ndim == 2, 1 if M.ndim == 2 else M.shape[0]
+
+
 def _matrices(M: torch.Tensor, name: str, batch: int) -> torch.Tensor:
     """``(3, 3)`` or ``(B, 3, 3)`` to ``(batch, 3, 3)``."""
     check_tensor(M, name)
@@ -161,8 +169,7 @@ def essential_from_pose(R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     The coplanarity of the two rays and the baseline: ``X2``, ``R X1`` and ``t`` lie in one
     plane, so ``X2 . (t x R X1) = 0``, i.e. ``x̂2^T [t]_x R x̂1 = 0`` for any scaling of the rays.
     """
-    unbatched = R.ndim == 2
-    b = 1 if unbatched else R.shape[0]
+    unbatched, b = _batch_of(R, "R")
     E = cross_matrix(_vectors(t, "t", b)) @ _matrices(R, "R", b)
     return E[0] if unbatched else E
 
@@ -170,8 +177,7 @@ def essential_from_pose(R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 @float32_geometry
 def fundamental_from_essential(E: torch.Tensor, K1: torch.Tensor, K2: torch.Tensor) -> torch.Tensor:
     """``F = K2^-T E K1^-1`` (pixels from normalised coordinates; chapter 08), not rescaled."""
-    unbatched = E.ndim == 2
-    b = 1 if unbatched else E.shape[0]
+    unbatched, b = _batch_of(E, "E")
     E_ = _matrices(E, "E", b)
     F = torch.linalg.inv(_matrices(K2, "K2", b)).to(E_.dtype).mT @ E_ @ torch.linalg.inv(_matrices(K1, "K1", b)).to(E_.dtype)
     return F[0] if unbatched else F
@@ -184,8 +190,7 @@ def essential_from_fundamental(F: torch.Tensor, K1: torch.Tensor, K2: torch.Tens
     Not projected onto the essential matrices (two equal singular values, one zero):
     :func:`decompose_essential` does that implicitly by using only ``E``'s singular vectors.
     """
-    unbatched = F.ndim == 2
-    b = 1 if unbatched else F.shape[0]
+    unbatched, b = _batch_of(F, "F")
     F_ = _matrices(F, "F", b)
     E = _matrices(K2, "K2", b).to(F_.dtype).mT @ F_ @ _matrices(K1, "K1", b).to(F_.dtype)
     return E[0] if unbatched else E
@@ -433,8 +438,8 @@ def epipoles(F: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     (chapter 08): ``F e1 = 0`` (in image 1: the image of camera 2's centre) and ``F^T e2 = 0``
     (in image 2). Divide by the last coordinate for pixels; it is 0 for an epipole at infinity
     (a rectified pair's, whose epipolar lines are parallel)."""
-    unbatched = F.ndim == 2
-    F_ = _matrices(F, "F", 1 if unbatched else F.shape[0]).to(F64)
+    unbatched, b = _batch_of(F, "F")
+    F_ = _matrices(F, "F", b).to(F64)
     U, _, Vh = torch.linalg.svd(F_)
     e1, e2 = Vh[:, -1], U[:, :, -1]
     e1 = e1 * torch.where(e1[:, 2:] < 0, -1.0, 1.0)
@@ -805,8 +810,8 @@ def decompose_essential(E: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ValueError: ``E`` is zero (no translation: zero baseline) or has rank 1 (its second
             singular value below ``sqrt(eps)`` of the first): not an essential matrix.
     """
-    unbatched = E.ndim == 2
-    E_ = _matrices(E, "E", 1 if unbatched else E.shape[0]).to(F64)
+    unbatched, b = _batch_of(E, "E")
+    E_ = _matrices(E, "E", b).to(F64)
     if value_checks_enabled() and not bool(torch.isfinite(E_).all()):
         raise ValueError("E contains inf or NaN")
     U, S, Vh = torch.linalg.svd(E_)
@@ -1052,8 +1057,7 @@ def pose_error(
     Raises:
         ValueError: ``t`` or ``t_true`` is zero (no direction).
     """
-    unbatched = R.ndim == 2
-    b = 1 if unbatched else R.shape[0]
+    unbatched, b = _batch_of(R, "R")
     R_, Rt_ = _matrices(R, "R", b).to(F64), _matrices(R_true, "R_true", b).to(F64)
     t_, tt_ = _vectors(t, "t", b).to(F64), _vectors(t_true, "t_true", b).to(F64)
     for name, v in (("t", t_), ("t_true", tt_)):

@@ -42,7 +42,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._validate import check_same_device, check_tensor, float32_geometry, value_checks_enabled
+from ._validate import check_number, check_same_device, check_tensor, float32_geometry, value_checks_enabled
 from .camera import pixel_grid
 
 __all__ = [
@@ -62,6 +62,8 @@ _PADDING = ("zeros", "border", "reflection")
 def normalize_pixels(uv: torch.Tensor, height: int, width: int, align_corners: bool) -> torch.Tensor:
     """Pixel coordinates ``(B, 2, H, W)`` to ``grid_sample``'s ``(B, H, W, 2)`` in ``[-1, 1]``,
     with the normalisation that matches ``align_corners`` (chapter 03)."""
+    check_tensor(uv, "uv", ("B", 2, "H", "W"))
+    height, width = check_number(height, "height", integer=True), check_number(width, "width", integer=True)
     u, v = uv[:, 0], uv[:, 1]
     if align_corners:
         x = u * (2.0 / max(width - 1, 1)) - 1.0

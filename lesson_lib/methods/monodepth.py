@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validate import check_same_device, check_tensor
+from .._validate import check_number, check_same_device, check_tensor
 from ..images import downsample, resize
 from ..losses import photometric_error, smoothness
 from ..metrics import depth_metrics
@@ -195,6 +195,7 @@ def post_process_weights(width: int, device: torch.device | str = "cpu", dtype: 
     With ``x = u / (W - 1)`` in ``[0, 1]``: ``l = 1 - clip(20·(x - 0.05), 0, 1)`` is 1 on the
     left 5 % of the image, falls linearly to 0 at 10 %, and is 0 beyond; ``r`` is its mirror.
     """
+    width = check_number(width, "width", integer=True)
     if width < 2:
         raise ValueError(f"width must be >= 2, got {width}")
     x = torch.linspace(0, 1, width, device=device, dtype=dtype)

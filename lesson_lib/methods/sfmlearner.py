@@ -150,9 +150,15 @@ def scale_views(
     (SfMLearner) or, with ``full_res``, the disparity upsampled to the input size (Monodepth2);
     the target ``(B, 3, h, w)``, sources ``(B, S, 3, h, w)`` and ``K`` ``(B, 3, 3)`` at that
     resolution."""
+    dims = check_tensor(target, "target", ("B", 3, "H", "W"))
+    check_tensor(sources, "sources", ("B", None, 3, "H", "W"), dims=dims)
+    disps = outputs.get("disp") if isinstance(outputs, Mapping) else None
+    if not isinstance(disps, Mapping) or s not in disps:
+        held = sorted(disps) if isinstance(disps, Mapping) else "none"
+        raise ValueError(f"outputs: no disparity at scale s={s!r} (outputs['disp'] holds scales {held})")
     b, n_src = sources.shape[:2]
     H, W = target.shape[-2:]
-    own = outputs["disp"][s].float()
+    own = disps[s].float()
     check_tensor(own, f"disp[{s}]", (b, 1, None, None))
     disp = own
     if full_res and s > 0:
@@ -327,7 +333,7 @@ def monocular_disparity(
 def _net(model: nn.Module) -> SfMLearnerNet:
     net = model.module if hasattr(model, "module") else model  # DistributedDataParallel wraps it
     if not isinstance(net, SfMLearnerNet):
-        raise TypeError(f"expected an SfMLearnerNet (methods.load_model of SfMLearner weights), got {type(net).__name__}")
+        raise TypeError(f"model: expected an SfMLearnerNet (methods.load_model of SfMLearner weights), got {type(net).__name__}")
     return net
 
 

@@ -349,6 +349,17 @@ def triangulate_correspondences(
     pixels. Returns ``(depth (B, N), valid (B, N) bool)``; depth is 0 where not valid."""
     from .. import twoview
 
+    if not isinstance(pose, FlowPose):
+        raise TypeError(f"pose: expected a FlowPose (from pose_from_flow), got {type(pose).__name__}")
+    dims = check_tensor(pose.p1, "pose.p1", ("B", "N", 2))
+    check_tensor(pose.p2, "pose.p2", ("B", "N", 2), dims=dims)
+    check_tensor(pose.R, "pose.R", ("B", 3, 3), dims=dims)
+    check_tensor(pose.t, "pose.t", ("B", 3), dims=dims)
+    check_tensor(pose.inliers, "pose.inliers", ("B", "N"), dims=dims, floating=False)
+    check_tensor(pose.ok, "pose.ok", ("B",), dims=dims, floating=False)
+    check_tensor(K, "K")
+    if K.shape[-2:] != (3, 3) or K.ndim not in (2, 3) or (K.ndim == 3 and K.shape[0] not in (1, dims["B"])):
+        raise ValueError(f"K: expected shape (3, 3) or ({dims['B']}, 3, 3), got {tuple(K.shape)}")
     b = pose.p1.shape[0]
     with torch.autocast(pose.p1.device.type, enabled=False):
         Kb = (K[None] if K.ndim == 2 else K).float().expand(b, 3, 3)
@@ -513,7 +524,7 @@ class TrianFlowNet(nn.Module):
 def _net(model: nn.Module) -> TrianFlowNet:
     net = model.module if hasattr(model, "module") else model  # DistributedDataParallel wraps it
     if not isinstance(net, TrianFlowNet):
-        raise TypeError(f"expected a TrianFlowNet (methods.load_model of TrianFlow weights), got {type(net).__name__}")
+        raise TypeError(f"model: expected a TrianFlowNet (methods.load_model of TrianFlow weights), got {type(net).__name__}")
     return net
 
 
