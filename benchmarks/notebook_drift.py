@@ -67,7 +67,7 @@ def run(path: Path) -> tuple[nbformat.NotebookNode, float]:
     return nb, time.perf_counter() - start
 
 
-def differences(stored: list, fresh: list, clean) -> tuple[list[dict], list[str]]:
+def differences(stored: list, fresh: list, clean, relative: float) -> tuple[list[dict], list[str]]:
     """Every number pair that differs at all, and what compare_text rejects (the tolerance)."""
     numbers, rejected = [], []
     a_texts, b_texts = outputs.output_texts(stored), outputs.output_texts(fresh)
@@ -76,7 +76,7 @@ def differences(stored: list, fresh: list, clean) -> tuple[list[dict], list[str]
     for key in a_texts:
         for a, b in zip(a_texts[key], b_texts[key]):
             a, b = clean(a), clean(b)
-            rejected += [f"{key}: {p}" for p in outputs.compare_text(a, b)]
+            rejected += [f"{key}: {p}" for p in outputs.compare_text(a, b, relative=relative)]
             exact = outputs.compare_text(a, b, relative=0.0, absolute=0.0)
             if any("numbers stored" in p or "text differs" in p or "lines stored" in p for p in exact):
                 continue
@@ -88,7 +88,7 @@ def differences(stored: list, fresh: list, clean) -> tuple[list[dict], list[str]
                         excess = max(0.0, abs(x.value - y.value) - unit) / size if size else 0.0
                         numbers.append({"stored": x.text, "fresh": y.text, "units": abs(x.value - y.value) / unit,
                                         "relative_beyond_one_unit": excess, "absolute": abs(x.value - y.value),
-                                        "admitted": outputs.numbers_agree(x, y), "line": line_b.strip()[:100]})
+                                        "admitted": outputs.numbers_agree(x, y, relative), "line": line_b.strip()[:100]})
     return numbers, rejected
 
 
@@ -123,14 +123,15 @@ def main(argv: list[str] | None = None) -> int:
         for n, (s, f) in enumerate(zip(code_stored, code_fresh)):
             if not checked(s):
                 continue
-            numbers, rejected = differences(s.outputs, f.outputs, clean)
+            relative = outputs.cell_tolerance(s.source)
+            numbers, rejected = differences(s.outputs, f.outputs, clean, relative)
             if numbers or rejected:
-                cells[n] = {"numbers": numbers, "rejected": rejected}
+                cells[n] = {"numbers": numbers, "rejected": rejected, "relative": relative}
         report["notebooks"][path.name] = {"seconds": took, "cells": cells}
         print(f"\n{path.name}: {took:.0f} s, {len(cells)} checked cells with a difference", flush=True)
         for n, c in cells.items():
             status = "FAILS" if c["rejected"] else "passes"
-            print(f"  cell {n} ({status} under the tolerance)")
+            print(f"  cell {n} ({status} under the tolerance{'' if c['relative'] == outputs.RELATIVE else ' of its marker, %g' % c['relative']})")
             for d in c["numbers"]:
                 print(f"    {d['stored']:>12} -> {d['fresh']:<12} {d['units']:8.1f} units, "
                       f"{d['relative_beyond_one_unit']:7.2%} beyond one unit  {'ok' if d['admitted'] else 'REJECTED'}")

@@ -107,6 +107,19 @@ def test_bad_input_is_refused():
         compare_text("a", None)
 
 
+def test_a_cell_may_widen_its_tolerance_with_a_marker():
+    assert outputs.cell_tolerance("x = 1\nprint(x)") == outputs.RELATIVE
+    assert outputs.cell_tolerance("# OUTPUT_TOLERANCE 5% (RANSAC)\nprint(x)") == pytest.approx(0.05)
+    assert compare_text("t_err 149.5", "t_err 146.2", relative=0.05) == []
+    assert compare_text("t_err 149.5", "t_err 120.0", relative=0.05) != []
+    with pytest.raises(ValueError, match="between"):
+        outputs.cell_tolerance("# OUTPUT_TOLERANCE 0.1%")  # only wider than the default
+    with pytest.raises(ValueError, match="between"):
+        outputs.cell_tolerance("# OUTPUT_TOLERANCE 80%")
+    with pytest.raises(ValueError, match="markers"):
+        outputs.cell_tolerance("# OUTPUT_TOLERANCE 5%\n# OUTPUT_TOLERANCE 6%")
+
+
 def test_tolerated_text_equality():
     assert outputs.ToleratedText("loss 0.0640") == "loss 0.0639"
     assert not (outputs.ToleratedText("loss 0.0640") != "loss 0.0639")
@@ -143,6 +156,9 @@ def test_nbval_admits_a_last_digit_change_and_rejects_a_real_one(tmp_path):
     (tmp_path / "pass").mkdir()
     (tmp_path / "fail").mkdir()
     (tmp_path / "plain").mkdir()
+    (tmp_path / "marked").mkdir()
+    _notebook(tmp_path / "marked" / "nb.ipynb", '# OUTPUT_TOLERANCE 5% (a chaotic number)\nprint("t_err 146.2")',
+              "t_err 149.5\n")
     _notebook(tmp_path / "pass" / "nb.ipynb", 'print("loss 0.0639, 56% of pixels")', "loss 0.0640, 57% of pixels\n")
     _notebook(tmp_path / "fail" / "nb.ipynb", 'print("loss 0.0700, 57% of pixels")', "loss 0.0640, 57% of pixels\n")
     _notebook(tmp_path / "plain" / "nb.ipynb", 'print("loss 0.0639, 56% of pixels")', "loss 0.0640, 57% of pixels\n")
@@ -154,6 +170,9 @@ def test_nbval_admits_a_last_digit_change_and_rejects_a_real_one(tmp_path):
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "beyond the tolerance" in failed.stdout
     assert "0.0640 stored, 0.0700 now" in failed.stdout
+
+    marked = _nbval(tmp_path / "marked", with_tolerance=True)
+    assert marked.returncode == 0, marked.stdout + marked.stderr
 
     # nbval alone (no comparison installed) rejects the last-digit change: the comparison is
     # what admits it

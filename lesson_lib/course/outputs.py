@@ -29,13 +29,17 @@ several per cent, a changed word, a missing line) still fails.
 
 :func:`use_with_nbval` installs the comparison into nbval (the project's ``conftest.py`` calls
 it); figures are not compared (nbval skips PNG outputs), and a cell whose output is random by
-nature carries ``# NBVAL_IGNORE_OUTPUT``.
+nature carries ``# NBVAL_IGNORE_OUTPUT``. A cell whose numbers are chaotic in a known,
+measured way (a RANSAC pose whose inliers change when a point moves across the threshold by a
+rounding error) may widen the relative tolerance for itself with a comment line
+``# OUTPUT_TOLERANCE 5%``, followed by the reason; :func:`cell_tolerance` reads it.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 #: Relative tolerance for printed numbers, of the larger magnitude of the two.
@@ -50,6 +54,23 @@ _NUMBER = re.compile(
     r"(?<![\w.])[-+\u2212]?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?"
 )
 _SPACES = re.compile(r"[ \t]+")
+_MARKER = re.compile(r"^[ \t]*#[ \t]*OUTPUT_TOLERANCE[ \t]+([0-9]*\.?[0-9]+)[ \t]*%", re.MULTILINE)
+# the relative tolerance of the cell nbval is comparing now (its marker, or RELATIVE)
+_CELL_RELATIVE: ContextVar[float] = ContextVar("lesson_lib_cell_relative", default=RELATIVE)
+
+
+def cell_tolerance(source: str) -> float:
+    """The relative tolerance of a cell: ``# OUTPUT_TOLERANCE 5%`` in its source gives 0.05;
+    without the marker, :data:`RELATIVE`. A marker may only widen it, up to 50 %."""
+    found = _MARKER.findall(source)
+    if not found:
+        return RELATIVE
+    if len(found) > 1:
+        raise ValueError(f"a cell has {len(found)} OUTPUT_TOLERANCE markers; give one")
+    value = float(found[0]) / 100
+    if not RELATIVE <= value <= 0.5:
+        raise ValueError(f"OUTPUT_TOLERANCE must lie between {RELATIVE:.0%} and 50 %, got {found[0]} %")
+    return value
 
 
 @dataclass(frozen=True)
@@ -139,7 +160,7 @@ class ToleratedText(str):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, str):
             return NotImplemented
-        return not compare_text(str(self), str(other))
+        return not compare_text(str(self), str(other), relative=_CELL_RELATIVE.get())
 
     def __ne__(self, other: object) -> bool:
         equal = self.__eq__(other)
@@ -167,14 +188,20 @@ def use_with_nbval() -> None:
         return ToleratedText(s) if isinstance(s, str) else s
 
     def compare_outputs(self, test, ref, skip_compare=None):  # noqa: ANN001, ANN202
-        same = compare(self, test, ref, skip_compare)
-        if not same:
-            notes = _explain(self, test, ref)
-            if notes:
-                self.comparison_traceback.append(
-                    f"beyond the tolerance (relative {RELATIVE:g} plus one unit of the last digit, absolute {ABSOLUTE:g}):"
-                )
-                self.comparison_traceback.extend("  " + n for n in notes)
+        relative = cell_tolerance(self.cell.source)
+        token = _CELL_RELATIVE.set(relative)
+        try:
+            same = compare(self, test, ref, skip_compare)
+            if not same:
+                notes = _explain(self, test, ref, relative)
+                if notes:
+                    self.comparison_traceback.append(
+                        f"beyond the tolerance (relative {relative:g} plus one unit of the last digit, "
+                        f"absolute {ABSOLUTE:g}):"
+                    )
+                    self.comparison_traceback.extend("  " + n for n in notes)
+        finally:
+            _CELL_RELATIVE.reset(token)
         return same
 
     IPyNbCell.sanitize = tolerant_sanitize
@@ -199,11 +226,11 @@ def output_texts(outputs: list, skip: tuple[str, ...] = ("image/png", "image/jpe
     return texts
 
 
-def _explain(cell, test, ref) -> list[str]:  # noqa: ANN001
+def _explain(cell, test, ref, relative: float) -> list[str]:  # noqa: ANN001
     """For a failed nbval comparison: what compare_text finds, per output kind."""
     fresh, stored = output_texts(test), output_texts(ref)
     notes = []
     for key in stored.keys() & fresh.keys():
         for s, f in zip(stored[key], fresh[key]):
-            notes += [f"{key}: {p}" for p in compare_text(cell.sanitize(s), cell.sanitize(f))]
+            notes += [f"{key}: {p}" for p in compare_text(cell.sanitize(s), cell.sanitize(f), relative=relative)]
     return notes
