@@ -34,7 +34,8 @@ What grows by paper or network
 The course's tooling (:mod:`lesson_lib.course`)
 - ``checks`` (one module per chapter and the shared engine), ``plotting``, ``widgets``,
   ``env`` (set-up and environment check), ``student`` (student versions), ``notebooks``
-  (the notebook runner), ``cli`` (``python -m lesson_lib ...``)
+  (the notebook runner), ``outputs`` (stored and fresh notebook outputs compared, printed
+  numbers within a tolerance: nbval's comparison), ``cli`` (``python -m lesson_lib ...``)
 
 Imports only go downwards in this list's layers: the maths use nothing above them; ``data`` and
 ``models`` use the maths; ``training`` is generic; ``evaluation`` and ``methods`` build on all of

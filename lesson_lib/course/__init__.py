@@ -1,2 +1,3 @@
 """Course tooling, kept out of the way of the maths: the exercise checks, figures, widgets,
-the environment check, student versions, the notebook runner and the command line."""
+the environment check, student versions, the notebook runner, the comparison of notebook
+outputs (``outputs``) and the command line."""

@@ -50,6 +50,10 @@ def versions() -> dict[str, str]:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
+    if "torch" in out:
+        # the build matters as much as the version: 2.13.0+cpu, or 2.13.0+cu130 (PyPI's default
+        # on Linux), whose package metadata both read 2.13.0
+        out["torch"] = torch.__version__
     return out
 
 
@@ -81,4 +85,7 @@ def environment_report() -> str:
             f"{'device':>13}: CPU only ({torch.get_num_threads()} threads): every chapter runs; "
             "training chapters use short runs and the committed weights"
         )
+        if torch.version.cuda:
+            lines.append(f"{'':>13}  (PyTorch's GPU build, which runs on the CPU too; its CPU-only build is "
+                         "much smaller: see README)")
     return "\n".join(lines)
