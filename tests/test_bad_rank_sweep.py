@@ -158,3 +158,39 @@ def test_wrong_rank_fails_with_a_message_that_names_an_argument(name, fn, rank, 
         assert names_an_argument(str(e), fn), f"{name} with a {rank} tensor: {type(e).__name__}: {e}"
     except Exception as e:  # noqa: BLE001 - any other error is what this test exists to catch
         pytest.fail(f"{name} with a {rank} tensor failed from inside: {type(e).__name__}: {e}")
+
+
+def test_check_number_accepts_numbers_and_one_element_tensors_only():
+    from lesson_lib._validate import check_number
+
+    assert check_number(2.5, "fx") == 2.5
+    assert check_number(torch.tensor(3.0), "fx") == 3.0
+    assert check_number(torch.tensor([7]), "width", integer=True) == 7
+    assert check_number(8.0, "width", integer=True) == 8
+    for bad, match in ((torch.rand(2, 3), r"fx: expected a number, got a tensor of shape \(2, 3\)"),
+                       ("3", "fx: expected a number, got str"), (None, "fx: expected a number, got NoneType"),
+                       (True, "fx: expected a number, got bool")):
+        with pytest.raises(TypeError, match=match):
+            check_number(bad, "fx")
+    with pytest.raises(TypeError, match="width: expected an integer, got 7.5"):
+        check_number(7.5, "width", integer=True)
+
+
+def test_the_functions_the_issue_named_now_name_their_argument():
+    from lesson_lib import camera, evaluation, losses, metrics, stereo_opt, warping
+    from lesson_lib.methods import monodepth
+
+    cases = [
+        (lambda: warping.normalize_pixels(torch.rand(7), 4, 5, True), "uv"),
+        (lambda: losses.box_filter(torch.rand(6, 7)), "x"),
+        (lambda: stereo_opt.upsample_disparity(torch.rand(6, 7), (12, 14)), "disparity"),
+        (lambda: camera.intrinsics_matrix(torch.rand(2), 1.0, 1.0, 1.0), "fx"),
+        (lambda: metrics.garg_crop_mask(torch.rand(2, 2), 10), "height"),
+        (lambda: monodepth.post_process_weights(torch.rand(3)), "width"),
+        (lambda: evaluation.mean_motion_poses([{"T_t_to_s": torch.eye(4)}]), "dataset"),
+        (lambda: evaluation.evaluate_poses(lambda t, s: t, [{"target": torch.rand(3, 4, 5)}]), "dataset"),
+    ]
+    for call, name in cases:
+        with pytest.raises((ValueError, TypeError)) as info:
+            call()
+        assert re.search(rf"(?<![A-Za-z0-9_]){name}(?![A-Za-z0-9_])", str(info.value)), str(info.value)
