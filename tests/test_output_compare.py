@@ -178,3 +178,24 @@ def test_nbval_admits_a_last_digit_change_and_rejects_a_real_one(tmp_path):
     # what admits it
     plain = _nbval(tmp_path / "plain", with_tolerance=False)
     assert plain.returncode == 1, plain.stdout + plain.stderr
+
+
+def test_every_tolerance_marker_in_the_course_is_valid_and_gives_its_reason():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    marked = []
+    for path in sorted((root / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        for n, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
+            if "OUTPUT_TOLERANCE" not in cell.source:
+                continue
+            relative = outputs.cell_tolerance(cell.source)  # raises on a malformed marker
+            assert relative > outputs.RELATIVE, f"{path.name} cell {n}: a marker that does not widen"
+            lines = cell.source.split("\n")
+            at = next(i for i, line in enumerate(lines) if "OUTPUT_TOLERANCE" in line)
+            reason = lines[at + 1] if at + 1 < len(lines) else ""
+            assert reason.startswith("#") and len(reason) > 30, f"{path.name} cell {n}: the marker gives no reason"
+            marked.append((path.name, n))
+    # a marker is for a measured, chaotic cell, not a way around a failing test: keep them few
+    assert 0 < len(marked) <= 10, marked
