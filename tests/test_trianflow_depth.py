@@ -167,7 +167,7 @@ def test_depth_stage_loads_and_freezes_the_flow_network(tmp_path):
     with pytest.raises(ValueError, match="flow-weights"):
         TrianFlow(TrianFlowConfig(stage="depth", flow_width=4)).build_model()
     cfg = TrianFlowConfig(stage="depth", flow_weights=str(flow_ckpt), flow_width=4, encoder_width=4, samples=500,
-                          ransac_threshold=1.0, input_height=64, input_width=224)
+                          ransac_threshold=1.0, input_height=64, input_width=224, freeze_flow=True)
     trainer = Trainer(TrianFlow(cfg), TrainConfig(steps=2, batch_size=2, out_dir=str(tmp_path / "depth"), progress=False,
                                                   tensorboard=False, validate_every=2), data, data)
     before = {k: v.clone() for k, v in trainer.model.flow.state_dict().items()}

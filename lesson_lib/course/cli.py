@@ -118,22 +118,25 @@ def _stereo_datasets(data_cfg: SyntheticData, seed: int) -> tuple[Any, Any]:
     return train, val
 
 
-def _video_datasets(data_cfg: SyntheticData, seed: int, snippet_length: int = 3, val_flow: bool = False) -> tuple[Any, Any]:
+def _video_datasets(data_cfg: SyntheticData, seed: int, snippet_length: int = 3, val_flow: bool = False,
+                    train_flow: bool = False, flow_offset: int = 1) -> tuple[Any, Any]:
     from ..data.synthetic import VideoDataset
 
     size = dict(height=data_cfg.image_height, width=data_cfg.image_width)
     train = VideoDataset(_load_worlds("train", data_cfg.train_sequences, data_cfg.train_frames, size, "training data"),
-                         snippet_length, augment=True, seed=seed, flow=False)
+                         snippet_length, augment=True, seed=seed, flow=train_flow, flow_offset=flow_offset)
     val = None
     if data_cfg.val_sequences and data_cfg.val_frames:
         val = VideoDataset(_load_worlds("val", data_cfg.val_sequences, data_cfg.val_frames, size, "validation data"),
-                           snippet_length, augment=False, flow=val_flow)
+                           snippet_length, augment=False, flow=val_flow, flow_offset=flow_offset)
     return train, val
 
 
-def _video_flow_datasets(data_cfg: SyntheticData, seed: int) -> tuple[Any, Any]:
-    """Video snippets whose validation items carry the world's exact flow (flow methods)."""
-    return _video_datasets(data_cfg, seed, val_flow=True)
+def _video_flow_datasets(data_cfg: SyntheticData, seed: int, snippet_length: int = 3, train_flow: bool = False,
+                         flow_offset: int = 1) -> tuple[Any, Any]:
+    """Video snippets whose validation items carry the world's exact flow (flow methods); with
+    ``train_flow`` the training items too (an experiment that uses ground truth)."""
+    return _video_datasets(data_cfg, seed, snippet_length, val_flow=True, train_flow=train_flow, flow_offset=flow_offset)
 
 
 DATASETS: dict[str, Callable[..., tuple[Any, Any]]] = {"stereo": _stereo_datasets, "video": _video_datasets,
@@ -190,8 +193,7 @@ def main_train(argv: list[str]) -> int:
         method.build_model()
     except (CheckpointError, ValueError) as exc:
         return _fail(str(exc))
-    extra = {"snippet_length": 1 + method_cfg.n_sources} if kind == "video" else {}
-    train, val = DATASETS[kind](data_cfg, train_cfg.seed, **extra)
+    train, val = DATASETS[kind](data_cfg, train_cfg.seed, **method.data_options())
     try:
         trainer = train_worker(method, train_cfg, train, val)
     except (FileExistsError, CheckpointError, ValueError) as exc:

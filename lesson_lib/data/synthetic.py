@@ -425,7 +425,8 @@ class VideoDataset(Dataset):
     Items: ``{"target": (3, H, W); "sources": (S, 3, H, W) in frame order without the target;
     "K": (3, 3); "T_t_to_s": (S, 4, 4) ground-truth poses mapping target-frame points into each
     source frame; "depth": (1, H, W) target z-depth (0 = sky); "moving": (1, H, W) bool;
-    "flow": (2, H, W) target-to-next-frame flow and "flow_valid": (1, H, W); "has_pose": True
+    "flow": (2, H, W) flow from the target to the frame ``flow_offset`` later (1: the next frame)
+    and "flow_valid": (1, H, W); "has_pose": True
     (as in :class:`~lesson_lib.data.KittiVideo`)}``.
 
     Snippets in which the camera does not move between consecutive frames are left out (as
@@ -440,9 +441,12 @@ class VideoDataset(Dataset):
 
     def __init__(self, sequences: list[Sequence], snippet_length: int = 3, augment: bool = False, seed: int = 0,
                  skip_static: bool = True, colour: ColorJitter | None = None, flow: bool = True,
-                 visibility: bool = False):
+                 visibility: bool = False, flow_offset: int = 1):
         if snippet_length not in (3, 5):
             raise ValueError(f"snippet_length must be 3 or 5, got {snippet_length}")
+        if not 1 <= flow_offset <= snippet_length // 2:
+            raise ValueError(f"flow_offset must be between 1 and {snippet_length // 2} for {snippet_length}-frame "
+                             f"snippets, got {flow_offset}")
         if not sequences:
             raise ValueError("VideoDataset needs at least one sequence")
         self.sequences, self.length = sequences, snippet_length
@@ -455,6 +459,7 @@ class VideoDataset(Dataset):
                     continue
                 self.index.append((i, c))
         self.augment, self.seed, self.with_flow, self.with_visibility = augment, seed, flow, visibility
+        self.flow_offset = flow_offset
         self.colour = colour or ColorJitter()
         self.epoch = 0
 
@@ -484,8 +489,8 @@ class VideoDataset(Dataset):
             p = self.colour.params(gen)
             target = ColorJitter.apply(target, p)
             sources = torch.stack([ColorJitter.apply(x, p) for x in sources])
-        if self.with_flow and c + 1 < len(seq):
-            flow, valid = seq.flow(c)
+        if self.with_flow and c + self.flow_offset < len(seq):
+            flow, valid = seq.flow_to(c, c + self.flow_offset)
         else:  # no next frame, or not asked for (training needs no flow: computing it costs time)
             flow, valid = np.zeros((2, *seq.depth_left.shape[1:]), np.float32), np.zeros(seq.depth_left.shape[1:], bool)
         item = {

@@ -238,6 +238,9 @@ class SfMLearner(Method):
     metric_depth: ClassVar[bool] = False
     data_kind: ClassVar[str] = "video"
 
+    def data_options(self) -> dict[str, Any]:
+        return {"snippet_length": 1 + self.config.n_sources}
+
     def __init__(self, config: SfMLearnerConfig | None = None) -> None:
         self.config = config or SfMLearnerConfig()
 

@@ -24,13 +24,25 @@ out of the photometric term from step ``occlusion_from_step`` on (before it, eve
 the first, random flows would exclude most pixels). TrianFlow's score of how reliable a
 correspondence is, ``M_s = 1 / (0.1 + D_fb)`` with ``D_fb = |F_f + F_b<F_f>|``, is :func:`fb_score`.
 
-**Stage 2, depth** (:func:`depth_loss`; the flow network loaded from ``flow_weights`` and
-frozen). For each pair: the best ``top_fraction`` of pixels by ``M_s`` (those whose flow stays
-inside), ``samples`` of them drawn with the trainer's per-step generator
-(:func:`sample_correspondences`); F by RANSAC, ``E = K^T F K`` and the pose by cheirality
-(:func:`pose_from_flow`, chapter 08's :mod:`lesson_lib.twoview`, in float32 whatever autocast
-says); midpoint triangulation of the inliers with near-parallel rays dropped
-(:func:`triangulate_correspondences`); the network's depth aligned to the triangulated points by
+**Stage 2, depth, as the paper defines it** (:func:`paper_depth_loss`, the default). The depth
+network predicts the disparity of **both** frames; the pose comes from F (RANSAC on the best
+``top_fraction`` of the flow by forward-backward score, ``E = K^T F K``, cheirality;
+:func:`pose_from_flow`, no gradient); every pixel gets a soft weight ``visible / (0.1 + D_fb) ×
+[D_epi < rigid_threshold] / (1 + D_epi)``; ``samples`` correspondences drawn from the best
+``top_fraction`` by that weight are triangulated (midpoint, ``|t| = 1``); each frame's depth is
+registered to its points by two factors that carry no gradient (:func:`register_depth`), so the
+loss cannot move the depth's overall scale; the loss is ``L_pt = mean (1 - D^/D_tri)^2`` at the
+points of both frames, ``L_pj`` (frame 1's registered depth moved into frame 2 against frame 2's,
+weighted by the soft weights), edge-aware smoothness of both disparities, and for the flow
+network, which trains on (``freeze_flow`` False), the mean epipolar distance of the pixels between
+``ransac_threshold`` and ``rigid_threshold``. No photometric term. ``oracle_flow`` replaces the
+network's flow by the world's exact flow: an experiment that uses ground truth, to separate "this
+loss cannot learn here" from "the learnt flow is not good enough"; ``frame_gap`` 2 pairs a frame
+with the one two steps later (twice the baseline).
+
+**Stage 2, the course's first recipe** (``depth_loss="photometric"``, :func:`depth_loss`; the flow
+network frozen). For each pair: the pose from F as above, midpoint triangulation of the inliers
+(:func:`triangulate_correspondences`), the network's depth of frame 1 aligned to the points by
 the ratio of medians then least squares (:func:`align_scale`); the loss: log-depth error at the
 triangulated points, the photometric error of the next frame warped with the depth and the
 scaled pose on rigid (epipolar distance < ``rigid_threshold``) visible pixels, and smoothness.
@@ -58,7 +70,7 @@ from .sfmlearner import disparity_to_depth, monocular_disparity
 
 __all__ = ["TrianFlowConfig", "TrianFlow", "TrianFlowNet", "flow_loss", "fb_consistency", "fb_score", "visible_mask",
            "predict_flow", "sample_correspondences", "FlowPose", "pose_from_flow", "triangulate_correspondences",
-           "align_scale", "depth_loss", "predict_depth", "predict_poses"]
+           "align_scale", "depth_loss", "register_depth", "paper_depth_loss", "predict_depth", "predict_poses"]
 
 
 @dataclass
@@ -66,8 +78,24 @@ class TrianFlowConfig:
     """The method's own options; each becomes a command-line option of ``train trianflow``."""
 
     stage: str = option("flow", "training stage: flow (the flow network, self-supervised) or depth (the depth "
-                        "network against triangulated flow, the flow network loaded from --flow-weights and frozen)",
+                        "network against triangulated flow, the flow network loaded from --flow-weights)",
                         choices=("flow", "depth"))
+    depth_loss: str = option("paper", "depth stage: paper (TrianFlow's: L_pt at the triangulated points of both "
+                             "frames, L_pj two-view depth consistency, smoothness; no photometric term) or "
+                             "photometric (the course's first recipe: log error at the triangulated points plus "
+                             "the next frame warped with the depth, frame 1 only)", choices=("paper", "photometric"))
+    freeze_flow: bool = option(False, "depth stage: keep the flow network fixed (the paper trains it on, through the "
+                               "epipolar loss and the triangulated points; the photometric recipe always freezes it)")
+    frame_gap: int = option(1, "frames between the two images of a pair (1: consecutive frames; 2: twice the "
+                            "baseline, 5-frame snippets)", choices=(1, 2))
+    oracle_flow: bool = option(False, "depth stage, an EXPERIMENT THAT USES GROUND TRUTH: the world's exact flow "
+                               "(and its validity) replaces the flow network's; not self-supervised")
+    point_weight: float = option(1.0, "paper depth loss: weight of L_pt = mean (1 - D/D_tri)^2 at the triangulated "
+                                 "points of both frames")
+    consistency_weight: float = option(0.1, "paper depth loss: weight of L_pj = |1 - z'/D_2(p')|, frame 1's "
+                                       "registered depth moved into frame 2 against frame 2's, on rigid visible pixels")
+    geometric_weight: float = option(1.0, "paper depth loss: weight of the flow's epipolar loss (its mean distance "
+                                     "to the epipolar line between --ransac-threshold and --rigid-threshold)")
     flow_weights: str = option("", "depth stage: the flow stage's checkpoint or weights file")
     flow_width: int = option(16, "flow network width (pyramid channels width x (1, 2, 3, 4, 6))")
     max_displacement: int = option(4, "cost-volume search range in pixels of each level")
@@ -125,11 +153,14 @@ class TrianFlowConfig:
         for f in ("ssim_weight", "reprojection_ssim_weight"):
             if not 0.0 <= getattr(self, f) <= 1.0:
                 raise ValueError(f"{name}.{f} must be in [0, 1], got {getattr(self, f)}")
+        if self.oracle_flow and self.stage != "depth":
+            raise ValueError(f"{name}: oracle_flow is an option of the depth stage (stage='depth')")
         if self.encoder_width < 1 or self.samples < 8 or not 0.0 < self.top_fraction <= 1.0:
             raise ValueError(f"{name}: encoder_width must be >= 1, samples >= 8 and top_fraction in (0, 1]")
         for f in ("smoothness_weight", "occlusion_a1", "occlusion_a2", "occlusion_from_step", "ransac_threshold",
                   "min_parallax_deg", "rigid_threshold", "triangulation_weight", "reprojection_weight",
-                  "flow_consistency_weight", "depth_smoothness_weight"):
+                  "flow_consistency_weight", "depth_smoothness_weight", "point_weight", "consistency_weight",
+                  "geometric_weight"):
             if not getattr(self, f) >= 0:
                 raise ValueError(f"{name}.{f} must be >= 0, got {getattr(self, f)}")
         check_input_size(self)
@@ -137,6 +168,14 @@ class TrianFlowConfig:
     @property
     def input_size(self) -> tuple[int, int] | None:
         return (self.input_height, self.input_width) if self.input_height else None
+
+    @property
+    def flow_trains(self) -> bool:
+        """Whether the flow network is trained in this stage: always in the flow stage; in the
+        depth stage with the paper's loss, unless frozen or replaced by the oracle."""
+        if self.stage == "flow":
+            return True
+        return self.depth_loss == "paper" and not self.freeze_flow and not self.oracle_flow
 
 
 def fb_consistency(flow_fw: torch.Tensor, flow_bw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -488,6 +527,159 @@ def depth_loss(
     return loss, logs
 
 
+def register_depth(pred: torch.Tensor, reference: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """TrianFlow's scale registration: the factor ``c`` per batch element that brings the
+    network's depth ``pred`` to the triangulated ``reference`` (in baselines), ``pred · c ≈
+    reference``. First the median of ``reference / pred``, then, on the depths so scaled
+    (``r_i = c_0 pred_i / reference_i``), the relative least-squares factor
+    ``argmin_k sum (1 - k r_i)^2 = sum r_i / sum r_i^2``: at ``c = c_0 k`` the point loss
+    ``mean (1 - c pred / reference)^2`` has zero derivative along the depth's overall scale,
+    so the loss cannot move that scale (by design: it is unknown). ``(B, N)`` each; returns
+    ``(B,)``, 1 for an element without valid points; **no gradient** flows through it."""
+    dims = check_tensor(pred, "pred", ("B", "N"))
+    check_tensor(reference, "reference", ("B", "N"), dims=dims)
+    check_tensor(valid, "valid", ("B", "N"), dims=dims, floating=False)
+    pred, ref = pred.detach().float(), reference.detach().float()
+    m = valid.bool() & (ref > 0) & (pred > 0)
+    ratio = torch.where(m, ref / pred.clamp(min=1e-12), torch.full_like(pred, torch.nan))
+    c0 = torch.nan_to_num(ratio.nanmedian(dim=1).values, nan=1.0)
+    r = torch.where(m, c0[:, None] * pred / ref.clamp(min=1e-12), torch.zeros_like(pred))
+    num, den = r.sum(1), r.square().sum(1)
+    return torch.where(den > 0, c0 * num / den.clamp(min=1e-12), c0)
+
+
+def _project(depth: torch.Tensor, R: torch.Tensor, t: torch.Tensor, K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frame 1's pixels back-projected with ``depth (B, 1, H, W)`` and moved by ``X2 = R X1 + t``:
+    ``(uv (B, 2, H, W) in frame 2, z (B, 1, H, W) their depth in frame 2)``."""
+    from ..camera import pixel_grid
+
+    b, _, h, w = depth.shape
+    M = K @ R @ torch.linalg.inv(K)
+    grid = pixel_grid(h, w, depth.dtype, depth.device).reshape(1, 3, h * w)
+    p = (M @ grid) * depth.reshape(b, 1, h * w) + K @ t[..., None]
+    z = p[:, 2:3]
+    uv = p[:, :2] / torch.where(z.abs() > 1e-6, z, torch.full_like(z, 1e-6))
+    return uv.reshape(b, 2, h, w), z.reshape(b, 1, h, w)
+
+
+def paper_depth_loss(
+    disp1: torch.Tensor,
+    disp2: torch.Tensor,
+    flow_fw: torch.Tensor,
+    flow_bw: torch.Tensor | None,
+    image1: torch.Tensor,
+    image2: torch.Tensor,
+    K: torch.Tensor,
+    config: TrianFlowConfig | None = None,
+    generator: torch.Generator | None = None,
+    flow_valid: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """TrianFlow's depth stage as the paper defines it, for the full-resolution disparities
+    ``disp1``, ``disp2`` ``(B, 1, H, W)`` of both frames, the forward and backward flow
+    ``(B, 2, H, W)`` (with gradient when the flow network trains on) and ``K (B, 3, 3)``:
+
+    1. the pose: F by RANSAC on correspondences drawn from the best ``top_fraction`` by the
+       forward-backward score, ``E = K^T F K``, cheirality (:func:`pose_from_flow`; no gradient);
+    2. soft weights per pixel: ``W = visible / (0.1 + D_fb) × [D_epi < rigid] / (1 + D_epi)``
+       (``D_epi`` the Sampson distance to F's epipolar line, ``rigid_threshold``);
+    3. ``samples`` correspondences drawn from the best ``top_fraction`` by ``W``, midpoint
+       triangulation with ``|t| = 1``; kept where the rays meet at more than
+       ``min_parallax_deg`` and the depth exceeds 0.01 in both views;
+    4. each frame's depth ``D = 1 / disp`` registered to its triangulated points
+       (:func:`register_depth`, no gradient): ``D^ = c D``;
+    5. ``L_pt = mean (1 - D^(p) / D_tri)^2`` over the kept points of both frames;
+       ``L_pj = sum W |1 - z' / D^_2(p')| / sum W``: every pixel of frame 1 back-projected with
+       ``D^_1``, moved by ``[R | t]`` to depth ``z'`` at ``p'``, against frame 2's registered
+       depth read there; edge-aware first-order smoothness of the mean-normalised disparity of
+       both frames; and for the flow, the mean Sampson distance of the pixels whose distance lies
+       between ``ransac_threshold`` and ``rigid_threshold`` (the geometric loss).
+
+    No photometric term. With ``flow_bw`` None, ``flow_valid`` ``(B, 1, H, W)`` says which
+    pixels' flow to trust (the oracle experiment: the world's exact flow) and ``D_fb = 0``.
+    Returns ``(loss, logs)``: ``points``, ``consistency``, ``smoothness``, ``geometric``,
+    ``tri_points`` (kept points per pair), ``rigid`` (share of pixels with ``W > 0``),
+    ``pose_ok``, ``scale`` (mean registration factor: the network's depth, in baselines)."""
+    from .. import twoview
+    from ..camera import pixel_grid
+    from ..warping import sample
+
+    cfg = config or TrianFlowConfig()
+    dims = check_tensor(image1, "image1", ("B", 3, "H", "W"))
+    check_tensor(image2, "image2", ("B", 3, "H", "W"), dims=dims)
+    check_tensor(disp1, "disp1", ("B", 1, "H", "W"), dims=dims)
+    check_tensor(disp2, "disp2", ("B", 1, "H", "W"), dims=dims)
+    check_tensor(flow_fw, "flow_fw", ("B", 2, "H", "W"), dims=dims)
+    if flow_bw is None:
+        if flow_valid is None:
+            raise ValueError("paper_depth_loss needs flow_bw (the forward-backward test) or flow_valid")
+        check_tensor(flow_valid, "flow_valid", ("B", 1, "H", "W"), dims=dims, floating=False)
+    else:
+        check_tensor(flow_bw, "flow_bw", ("B", 2, "H", "W"), dims=dims)
+    check_same_device(image1=image1, flow_fw=flow_fw, K=K)
+    b, _, h, w = image1.shape
+    K = (K.float() if K.ndim == 3 else K.float()[None].expand(b, 3, 3)).contiguous()
+    grid = pixel_grid(h, w, device=image1.device)[:2].reshape(2, -1).mT[None].expand(b, -1, -1)
+    with torch.autocast(image1.device.type, enabled=False):
+        flow = flow_fw.float()
+        with torch.no_grad():
+            ff = flow.detach()
+            if flow_bw is None:
+                vis, d_fb = flow_valid.bool(), torch.zeros_like(ff[:, :1])
+            else:
+                fb = flow_bw.detach().float()
+                d_fb, _ = fb_consistency(ff, fb)
+                vis = visible_mask(ff, fb, cfg.occlusion_a1, cfg.occlusion_a2)
+            fb_weight = vis.float() / (0.1 + d_fb)
+            pose = pose_from_flow(ff, None, K, score=fb_weight, top_fraction=cfg.top_fraction, samples=cfg.samples,
+                                  threshold=cfg.ransac_threshold, generator=generator)
+            R, t = pose.R.float(), pose.t.float()
+        p2_all = grid + flow.flatten(2).mT  # with the flow's gradient
+        epi = twoview.sampson_distance(pose.F, grid, p2_all).float()  # (B, HW)
+        with torch.no_grad():
+            e = epi.detach()
+            rigid = (e < cfg.rigid_threshold).float() / (1.0 + e)
+            weight = (fb_weight.flatten(1) * rigid * pose.ok[:, None].float()).reshape(b, 1, h, w)
+            p1, _, index = sample_correspondences(ff, weight, cfg.top_fraction, cfg.samples, generator)
+            drawn = weight.flatten(1).gather(1, index) > 0
+        p2 = p2_all.gather(1, index[..., None].expand(-1, -1, 2))
+        X, _ = twoview.triangulate_midpoint(p1, p2, K, K, R, t)
+        X = X.float()
+        z1, z2 = X[..., 2], (X @ R.mT + t[:, None])[..., 2]
+        with torch.no_grad():
+            kinv = torch.linalg.inv(K.double())
+            d1 = torch.cat([p1.double(), torch.ones_like(p1[..., :1], dtype=torch.float64)], -1) @ kinv.mT
+            d2 = torch.cat([p2.detach().double(), torch.ones_like(p1[..., :1], dtype=torch.float64)], -1) @ kinv.mT @ R.double()
+            cos = (d1 * d2).sum(-1) / (d1.norm(dim=-1) * d2.norm(dim=-1))
+            parallax = torch.rad2deg(torch.arccos(cos.clamp(-1.0, 1.0))).float()
+            p2d = p2.detach()
+            inside = (p2d[..., 0] >= 0) & (p2d[..., 0] <= w - 1) & (p2d[..., 1] >= 0) & (p2d[..., 1] <= h - 1)
+            kept = (drawn & pose.ok[:, None] & (parallax > cfg.min_parallax_deg) & inside
+                    & (z1.detach() > 0.01) & (z2.detach() > 0.01) & torch.isfinite(X.detach()).all(-1))
+        z1s = torch.where(kept, z1, torch.ones_like(z1))
+        z2s = torch.where(kept, z2, torch.ones_like(z2))
+        depth1, depth2 = 1.0 / disp1.float(), 1.0 / disp2.float()
+        at1 = depth1.flatten(1).gather(1, index)
+        at2 = sample(depth2, p2d.mT.reshape(b, 2, -1, 1), padding_mode="border")[0].flatten(1)
+        c1, c2 = register_depth(at1, z1s, kept), register_depth(at2, z2s, kept)
+        n = kept.sum().clamp(min=1)
+        l_pt = (((1 - c1[:, None] * at1 / z1s).square() + (1 - c2[:, None] * at2 / z2s).square()) * kept).sum() / n
+        reg1, reg2 = c1[:, None, None, None] * depth1, c2[:, None, None, None] * depth2
+        uv, z_moved = _project(reg1, R, t, K)
+        read, lands = sample(reg2, uv, padding_mode="border")
+        m = weight * (lands & (z_moved > 0.01)).float()
+        l_pj = (m * (1 - z_moved / read.clamp(min=1e-6)).abs()).sum() / m.sum().clamp(min=1e-6)
+        smooth = (smoothness(disp1.float(), image1, order=1, normalize=True)
+                  + smoothness(disp2.float(), image2, order=1, normalize=True))
+        band = ((e > cfg.ransac_threshold) & (e < cfg.rigid_threshold) & vis.flatten(1)).float()
+        l_geo = (epi * band).sum() / band.sum().clamp(min=1.0)
+    loss = (cfg.point_weight * l_pt + cfg.consistency_weight * l_pj + cfg.depth_smoothness_weight * smooth
+            + cfg.geometric_weight * l_geo)
+    logs = {"points": l_pt.detach(), "consistency": l_pj.detach(), "smoothness": smooth.detach(),
+            "geometric": l_geo.detach(), "tri_points": kept.float().sum(1).mean(), "rigid": (weight > 0).float().mean(),
+            "pose_ok": pose.ok.float().mean(), "scale": 0.5 * (c1 + c2).mean()}
+    return loss, logs
+
+
 class TrianFlowNet(nn.Module):
     """TrianFlow's networks in one module: the flow network ``flow`` and, for the depth stage, the
     depth network (``encoder`` + ``decoder``, SfMLearner's disparity ``10·sigmoid + 0.01``)."""
@@ -504,15 +696,26 @@ class TrianFlowNet(nn.Module):
     def forward(self, image1: torch.Tensor, image2: torch.Tensor, *, with_depth: bool = False) -> Any:
         """Flow stage: the forward and backward flows at every level, ``({level: (B, 2, h, w)},
         {level: ...})``, in one batched pass over both orders. With ``with_depth`` (depth stage):
-        ``{"flow_fw", "flow_bw"}`` the finest flows upsampled to the input, computed without
-        gradient (the flow network is frozen), and ``"disp"`` the disparities of ``image1``."""
+        ``{"flow_fw", "flow_bw"}`` the finest flows upsampled to the input (with gradient when the
+        flow network trains on, :attr:`TrianFlowConfig.flow_trains`; None with the oracle flow),
+        ``"disp"`` the disparities of ``image1`` and, with the paper's loss, ``"disp2"`` those of
+        ``image2`` (both frames in one pass)."""
         b = image1.shape[0]
         if not with_depth:
             flows = self.flow(torch.cat([image1, image2]), torch.cat([image2, image1]))
             return {k: v[:b] for k, v in flows.items()}, {k: v[b:] for k, v in flows.items()}
-        with torch.no_grad():
-            both = self.flow.flow(torch.cat([image1, image2]), torch.cat([image2, image1]))
-        return {"flow_fw": both[:b], "flow_bw": both[b:], "disp": self.depth(image1)}
+        cfg = self.config
+        out: dict[str, Any] = {"flow_fw": None, "flow_bw": None}
+        if not cfg.oracle_flow:
+            with torch.set_grad_enabled(cfg.flow_trains and torch.is_grad_enabled()):
+                both = self.flow.flow(torch.cat([image1, image2]), torch.cat([image2, image1]))
+            out["flow_fw"], out["flow_bw"] = both[:b], both[b:]
+        if cfg.depth_loss == "paper":
+            disp = self.depth(torch.cat([image1, image2]))
+            out["disp"], out["disp2"] = {k: v[:b] for k, v in disp.items()}, {k: v[b:] for k, v in disp.items()}
+        else:
+            out["disp"] = self.depth(image1)
+        return out
 
     def depth(self, image: torch.Tensor) -> dict[int, torch.Tensor]:
         """Disparity (inverse depth up to scale) at scales 0..3; depth stage only."""
@@ -571,14 +774,20 @@ class TrianFlow(Method):
         from ..training.checkpoints import load_weights_into
 
         net = TrianFlowNet(self.config)
-        if self.config.stage == "depth" and self.load_pretrained:
+        if self.config.stage == "depth" and self.load_pretrained and not (self.config.oracle_flow and not self.config.flow_weights):
             if not self.config.flow_weights:
                 raise ValueError("the depth stage needs the flow stage's weights: give --flow-weights PATH")
             load_weights_into(net.flow, self.config.flow_weights, prefix="flow.", method=self.name)
         return net
 
     def frozen_modules(self, model: nn.Module) -> list[nn.Module]:
-        return [_net(model).flow] if self.config.stage == "depth" else []
+        return [] if self.config.flow_trains else [_net(model).flow]
+
+    def data_options(self) -> dict[str, Any]:
+        """``2 · frame_gap + 1``-frame snippets (the pair: the target and the last source), the
+        flow to that frame, and with ``oracle_flow`` the world's flow in the training items."""
+        gap = self.config.frame_gap
+        return {"snippet_length": 2 * gap + 1, "flow_offset": gap, "train_flow": self.config.oracle_flow}
 
     def _inputs(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         for key in ("target", "sources"):
@@ -599,8 +808,22 @@ class TrianFlow(Method):
             if K is None:
                 raise KeyError("TrianFlow's depth stage needs batches with 'K'")
             out = model(image1, image2, with_depth=True)
+            gen = ctx.generator if ctx is not None else None
+            flow_fw, flow_bw, valid = out["flow_fw"], out["flow_bw"], None
+            if self.config.oracle_flow:  # ground truth: an experiment, not self-supervision
+                for key in ("flow", "flow_valid"):
+                    if key not in batch:
+                        raise KeyError(f"oracle_flow needs batches with the world's flow; {key!r} is missing")
+                size = tuple(image1.shape[-2:])
+                flow_fw = upsample_flow(batch["flow"].float(), size)
+                valid = F.interpolate(batch["flow_valid"].float(), size=size, mode="nearest") > 0.5
+                if self.config.depth_loss != "paper":
+                    raise ValueError("oracle_flow is implemented for the paper's depth loss (depth_loss='paper')")
+            if self.config.depth_loss == "paper":
+                return paper_depth_loss(out["disp"][0], out["disp2"][0], flow_fw, flow_bw, image1, image2, K,
+                                        self.config, generator=gen, flow_valid=valid)
             return depth_loss(out["disp"], out["flow_fw"], out["flow_bw"], image1, image2, K, self.config,
-                              generator=ctx.generator if ctx is not None else None)
+                              generator=gen)
         fw, bw = model(image1, image2)
         step = ctx.step if ctx is not None else self.config.occlusion_from_step
         return flow_loss(fw, bw, image1, image2, self.config, occlusion=step >= self.config.occlusion_from_step)

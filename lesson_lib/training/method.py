@@ -114,6 +114,11 @@ class Method(ABC):
         """
         return {}
 
+    def data_options(self) -> dict[str, Any]:
+        """Keyword options for the builder of the method's training data (its ``data_kind``):
+        e.g. ``{"snippet_length": 5}`` for a video method. Default: none."""
+        return {}
+
     def frozen_modules(self, model: nn.Module) -> Sequence[nn.Module]:
         """Sub-modules of ``model`` that are not trained: the trainer sets ``requires_grad``
         False on their parameters, leaves them out of the optimizer and keeps them in eval mode

@@ -1,0 +1,222 @@
+"""TrianFlow's depth stage as the paper defines it (chapter 09): scale registration, the point
+loss L_pt, the two-view depth consistency L_pj and the flow's epipolar loss, on a noiseless
+two-view scene whose depth is known in *both* frames (a curved surface intersected analytically
+by every pixel's ray), and the options around it (frozen or trained flow, the oracle flow, the
+frame gap)."""
+
+import pytest
+import torch
+
+from lesson_lib import twoview
+from lesson_lib.camera import pixel_grid
+from lesson_lib.methods.trianflow import TrianFlow, TrianFlowConfig, paper_depth_loss, register_depth
+from lesson_lib.pose import axis_angle_to_matrix
+
+H, W = 48, 96
+K = torch.tensor([[60.0, 0.0, 47.5], [0.0, 60.0, 23.5], [0.0, 0.0, 1.0]], dtype=torch.float64)
+
+
+def _surface(x, y):
+    """The scene: ``z = g(x, y)`` in camera 1's frame, gently curved both ways (not a plane, for
+    which F would not be determined), with slopes small enough that every ray meets it once."""
+    return 9.0 + 1.0 * torch.sin(0.6 * x) + 0.8 * torch.cos(0.7 * y), 0.6 * torch.cos(0.6 * x), -0.56 * torch.sin(0.7 * y)
+
+
+def _hit(origin, d):
+    """Distance ``l`` along each ray ``origin + l d`` (``d`` with unit z in its own camera) to the
+    surface, by Newton's method on ``f(l) = z(l) - g(x(l), y(l))`` (monotone here: one root)."""
+    ox, oy, oz = origin
+    dx, dy, dz = d.unbind(-1)
+    lam = torch.full_like(dx, 9.0)
+    for _ in range(60):
+        g, gx, gy = _surface(ox + lam * dx, oy + lam * dy)
+        f = oz + lam * dz - g
+        lam = lam - f / (dz - gx * dx - gy * dy)
+    g, _, _ = _surface(ox + lam * dx, oy + lam * dy)
+    assert float((oz + lam * dz - g).abs().max()) < 1e-9, "Newton did not converge"
+    return lam
+
+
+def _scene(t=(0.3, -0.05, 1.0), rot=(0.01, -0.03, 0.005)):
+    """``(depth1, depth2, flow, R, t)``: the surface seen from camera 1 and from camera 2
+    (``X2 = R X1 + t``), both depth maps exact, and the exact flow of frame 1's pixels."""
+    R = axis_angle_to_matrix(torch.tensor([rot], dtype=torch.float64))[0]
+    t = torch.tensor(t, dtype=torch.float64)
+    pix = pixel_grid(H, W, torch.float64).reshape(3, -1).T  # (HW, 3) homogeneous
+    rays = pix @ torch.linalg.inv(K).T  # unit z
+    depth1 = _hit((0.0, 0.0, 0.0), rays)
+    centre2 = -(R.T @ t)
+    depth2 = _hit(tuple(centre2.tolist()), rays @ R)  # rays of camera 2 in camera 1's frame; l = depth in camera 2
+    X1 = rays * depth1[:, None]
+    q = (X1 @ R.T + t) @ K.T
+    flow = (q[:, :2] / q[:, 2:] - pix[:, :2]).T.reshape(1, 2, H, W)
+    return depth1.reshape(1, 1, H, W), depth2.reshape(1, 1, H, W), flow, R, t
+
+
+def _loss(d1, d2, flow, cfg, valid=None, seed=0):
+    img = torch.rand(1, 3, H, W, generator=torch.Generator().manual_seed(1))
+    valid = torch.ones(1, 1, H, W, dtype=torch.bool) if valid is None else valid
+    return paper_depth_loss((1 / d1).float(), (1 / d2).float(), flow.float(), None, img, img, K.float()[None], cfg,
+                            generator=torch.Generator().manual_seed(seed), flow_valid=valid)
+
+
+CFG = dict(samples=800, min_parallax_deg=0.2, depth_smoothness_weight=0.0)
+
+
+def test_scene_is_consistent():
+    d1, d2, flow, R, t = _scene()
+    assert bool((d1 > 5).all()) and bool((d2 > 3).all())
+    # frame 1's points land where frame 2's depth says they are
+    from lesson_lib.warping import sample
+
+    uv = pixel_grid(H, W, torch.float64)[:2][None] + flow
+    X1 = (pixel_grid(H, W, torch.float64).reshape(3, -1).T @ torch.linalg.inv(K).T) * d1.reshape(-1, 1)
+    z_moved = (X1 @ R.T + t)[:, 2].reshape(1, 1, H, W)
+    read, inside = sample(d2, uv, "border")
+    assert float(((read - z_moved).abs() / z_moved)[inside].max()) < 2e-3  # bilinear reading of a smooth map
+
+
+def test_true_depth_gives_zero_point_and_consistency_losses_at_any_scale():
+    d1, d2, flow, _, _ = _scene()
+    cfg = TrianFlowConfig(stage="depth", **CFG)
+    loss, logs = _loss(3.0 * d1, 0.5 * d2, flow, cfg)  # each frame's scale is registered on its own
+    assert float(logs["pose_ok"]) == 1.0 and float(logs["tri_points"]) > 300
+    assert float(logs["points"]) < 1e-5
+    assert float(logs["consistency"]) < 2e-3
+    assert float(logs["geometric"]) == 0.0  # exact flow: no pixel between 0.1 and 0.5 px of its line
+    # the registration brings the depth into baselines (|t| = 1): 3 d1 · c = d1 / |t|
+    baseline = (0.3**2 + 0.05**2 + 1.0) ** 0.5
+    assert float(logs["scale"]) == pytest.approx(0.5 * (1 / (3 * baseline) + 2 / baseline), rel=1e-3)
+    flat, flat_logs = _loss(torch.full_like(d1, 10.0), torch.full_like(d2, 10.0), flow, cfg)
+    assert float(flat_logs["points"]) > 100 * max(float(logs["points"]), 1e-7)
+    assert float(flat_logs["consistency"]) > 5 * float(logs["consistency"])
+    assert float(flat) > float(loss)
+
+
+def test_register_depth_known_answers_and_no_gradient_along_the_scale():
+    ref = torch.tensor([[1.0, 2.0, 4.0, 8.0]])
+    valid = torch.ones_like(ref, dtype=torch.bool)
+    assert float(register_depth(ref / 3, ref, valid)[0]) == pytest.approx(3.0)
+    noisy = ref * torch.tensor([[1.1, 0.9, 1.05, 0.97]]) / 7
+    c = register_depth(noisy, ref, valid)
+    # the point loss at the registered scale is stationary along the overall scale
+    alpha = torch.tensor(1.0, requires_grad=True)
+    ((1 - alpha * c * noisy / ref).square().mean()).backward()
+    assert abs(float(alpha.grad)) < 1e-6
+    # a wrong rule (ratio of medians alone) is not stationary
+    med = (ref.median() / noisy.median())
+    beta = torch.tensor(1.0, requires_grad=True)
+    ((1 - beta * med * noisy / ref).square().mean()).backward()
+    assert abs(float(beta.grad)) > 1e-3
+    assert float(register_depth(noisy, ref, torch.zeros_like(valid))[0]) == 1.0  # nothing valid
+    p = noisy.clone().requires_grad_()
+    assert not register_depth(p, ref, valid).requires_grad
+
+
+def test_point_loss_cannot_move_the_overall_scale_of_the_depth():
+    d1, d2, flow, _, _ = _scene()
+    g = torch.Generator().manual_seed(3)
+    wobble = 1 + 0.1 * torch.rand(1, 1, H, W, generator=g, dtype=torch.float64)
+    cfg = TrianFlowConfig(stage="depth", consistency_weight=0.0, geometric_weight=0.0, **CFG)
+    disp1 = (1 / (d1 * wobble)).float().requires_grad_()
+    img = torch.rand(1, 3, H, W)
+    loss, logs = paper_depth_loss(disp1, (1 / d2).float(), flow.float(), None, img, img, K.float()[None], cfg,
+                                  generator=torch.Generator().manual_seed(0), flow_valid=torch.ones(1, 1, H, W, dtype=torch.bool))
+    assert float(logs["points"]) > 1e-4
+    loss.backward()
+    along_scale = float((disp1.grad * disp1.detach()).sum())  # d loss / d alpha for disp -> alpha disp
+    assert abs(along_scale) < 1e-4 * float(disp1.grad.abs().sum() * disp1.detach().mean())
+
+
+def test_geometric_loss_trains_the_flow_towards_its_epipolar_lines():
+    d1, d2, flow, _, _ = _scene()
+    noise = 0.3 * torch.randn(1, 2, H, W, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    f = (flow + noise).float().requires_grad_()
+    cfg = TrianFlowConfig(stage="depth", point_weight=0.0, consistency_weight=0.0, **CFG)
+    img = torch.rand(1, 3, H, W)
+    loss, logs = paper_depth_loss((1 / d1).float(), (1 / d2).float(), f, None, img, img, K.float()[None], cfg,
+                                  generator=torch.Generator().manual_seed(0), flow_valid=torch.ones(1, 1, H, W, dtype=torch.bool))
+    assert 0.1 < float(logs["geometric"]) < 0.5
+    loss.backward()
+    assert f.grad is not None and float(f.grad.abs().sum()) > 0
+    # a small step against the gradient brings the flow nearer the true epipolar lines
+    _, _, _, R, t = _scene()
+    tx = torch.tensor([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]], dtype=torch.float64)
+    F_true = torch.linalg.inv(K).T @ tx @ R @ torch.linalg.inv(K)
+    grid = pixel_grid(H, W, torch.float64)[:2].reshape(2, -1).T
+
+    def distance(fl):
+        return twoview.sampson_distance(F_true, grid, grid + fl.detach().double().reshape(2, -1).T).mean()
+
+    with torch.no_grad():
+        f2 = f - 0.05 * f.grad / f.grad.abs().max()
+    assert float(distance(f2)) < float(distance(f)) - 1e-4
+
+
+def test_bad_inputs_and_options_get_clear_errors():
+    d1, d2, flow, _, _ = _scene()
+    img = torch.rand(1, 3, H, W)
+    cfg = TrianFlowConfig(stage="depth")
+    with pytest.raises(ValueError, match="flow_bw .* or flow_valid"):
+        paper_depth_loss((1 / d1).float(), (1 / d2).float(), flow.float(), None, img, img, K.float()[None], cfg)
+    with pytest.raises(ValueError, match="disp2"):
+        paper_depth_loss((1 / d1).float(), (1 / d2).float()[..., :-1], flow.float(), None, img, img, K.float()[None], cfg,
+                         flow_valid=torch.ones(1, 1, H, W, dtype=torch.bool))
+    with pytest.raises(ValueError, match="oracle_flow"):
+        TrianFlowConfig(stage="flow", oracle_flow=True)
+    with pytest.raises(ValueError, match="frame_gap"):
+        TrianFlowConfig(frame_gap=3)
+    from lesson_lib.data.synthetic import VideoDataset
+
+    with pytest.raises(ValueError, match="flow_offset"):
+        VideoDataset.__init__(VideoDataset.__new__(VideoDataset), [object()], 3, flow_offset=2)
+
+
+def test_options_choose_the_data_and_what_trains():
+    paper = TrianFlow(TrianFlowConfig(stage="depth"))
+    assert paper.config.flow_trains and paper.data_options() == {"snippet_length": 3, "flow_offset": 1, "train_flow": False}
+    gap2 = TrianFlow(TrianFlowConfig(stage="depth", frame_gap=2, oracle_flow=True))
+    assert not gap2.config.flow_trains
+    assert gap2.data_options() == {"snippet_length": 5, "flow_offset": 2, "train_flow": True}
+    assert not TrianFlowConfig(stage="depth", freeze_flow=True).flow_trains
+    assert not TrianFlowConfig(stage="depth", depth_loss="photometric").flow_trains
+    assert TrianFlowConfig(stage="flow").flow_trains
+
+
+def test_paper_depth_stage_trains_the_flow_on_and_the_oracle_reads_the_worlds_flow(tmp_path):
+    import csv
+
+    import numpy as np
+
+    from lesson_lib.data.synthetic import VideoDataset, load_split
+    from lesson_lib.training import TrainConfig, Trainer
+
+    seqs = load_split("test", 1, 6, progress=False)
+    five = VideoDataset(seqs, 5, flow=True, flow_offset=2)
+    c = five.index[0][1]
+    np.testing.assert_array_equal(five[0]["flow"].numpy(), seqs[0].flow_to(c, c + 2)[0])  # the flow to the pair's frame
+    data = VideoDataset(seqs, 3, flow=True)
+    small = dict(stage="depth", flow_width=4, encoder_width=4, samples=500, input_height=64, input_width=224)
+
+    def trainer_for(out, **kw):
+        torch.manual_seed(0)
+        method = TrianFlow(TrianFlowConfig(**small, **kw))
+        method.load_pretrained = False  # a random flow network stands in for the flow stage's
+        trainer = Trainer(method, TrainConfig(steps=1, batch_size=2, out_dir=str(tmp_path / out), progress=False,
+                                              tensorboard=False, log_every=1), data)
+        flow_params = {id(p) for p in trainer.model.flow.parameters()}
+        in_optimizer = any(id(p) in flow_params for g in trainer.optimizer.param_groups for p in g["params"])
+        return trainer, in_optimizer
+
+    # the paper's default: the flow network trains on (it is in the optimiser); frozen on request
+    trainer, in_opt = trainer_for("paper")
+    assert in_opt
+    trainer.fit()
+    assert not trainer_for("frozen", freeze_flow=True)[1]
+    # the oracle: the world's flow is triangulated (points found at once), the flow network unused
+    oracle, in_opt = trainer_for("oracle", oracle_flow=True)
+    assert not in_opt
+    oracle.fit()
+    with open(tmp_path / "oracle" / "log.csv") as f:
+        row = list(csv.DictReader(f))[-1]
+    assert float(row["pose_ok"]) == 1.0 and float(row["tri_points"]) > 100 and np.isfinite(float(row["loss"]))
