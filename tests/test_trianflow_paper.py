@@ -164,6 +164,8 @@ def test_bad_inputs_and_options_get_clear_errors():
                          flow_valid=torch.ones(1, 1, H, W, dtype=torch.bool))
     with pytest.raises(ValueError, match="oracle_flow"):
         TrianFlowConfig(stage="flow", oracle_flow=True)
+    with pytest.raises(ValueError, match="flow_lr_scale"):
+        TrianFlowConfig(flow_lr_scale=0.0)
     with pytest.raises(ValueError, match="frame_gap"):
         TrianFlowConfig(frame_gap=3)
     from lesson_lib.data.synthetic import VideoDataset
@@ -208,9 +210,14 @@ def test_paper_depth_stage_trains_the_flow_on_and_the_oracle_reads_the_worlds_fl
         in_optimizer = any(id(p) in flow_params for g in trainer.optimizer.param_groups for p in g["params"])
         return trainer, in_optimizer
 
-    # the paper's default: the flow network trains on (it is in the optimiser); frozen on request
+    # the paper's default: the flow network trains on (it is in the optimiser, in its own group at
+    # flow_lr_scale of the learning rate); frozen on request
     trainer, in_opt = trainer_for("paper")
     assert in_opt
+    flow_ids = {id(p) for p in trainer.model.flow.parameters()}
+    lrs = {("flow" if id(g["params"][0]) in flow_ids else "depth"): g["lr"] for g in trainer.optimizer.param_groups}
+    assert lrs["flow"] == pytest.approx(0.1 * lrs["depth"]) and len(trainer.optimizer.param_groups) == 2
+    assert trainer.optimizer.param_groups[0]["lr"] == lrs["depth"]  # the logged learning rate is the depth's
     trainer.fit()
     assert not trainer_for("frozen", freeze_flow=True)[1]
     # the oracle: the world's flow is triangulated (points found at once), the flow network unused
@@ -220,3 +227,32 @@ def test_paper_depth_stage_trains_the_flow_on_and_the_oracle_reads_the_worlds_fl
     with open(tmp_path / "oracle" / "log.csv") as f:
         row = list(csv.DictReader(f))[-1]
     assert float(row["pose_ok"]) == 1.0 and float(row["tri_points"]) > 100 and np.isfinite(float(row["loss"]))
+
+
+def test_lr_scales_give_modules_their_own_learning_rate_and_must_name_the_models_modules():
+    from lesson_lib.training.loop import _param_groups
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+
+    class Scaled:
+        def lr_scales(self, m):
+            return [(m[1], 0.5)]
+
+    groups = _param_groups(model, Scaled(), 1e-3)
+    assert [g["lr"] for g in groups] == [1e-3, 5e-4]
+    assert [len(g["params"]) for g in groups] == [2, 2] and groups[1]["params"][0] is model[1].weight
+
+    class Foreign:
+        def lr_scales(self, m):
+            return [(torch.nn.Linear(2, 2), 0.1)]
+
+    with pytest.raises(ValueError, match="not part of the model"):
+        _param_groups(model, Foreign(), 1e-3)
+
+    class Zero:
+        def lr_scales(self, m):
+            return [(m[0], 0.0)]
+
+    with pytest.raises(ValueError, match="> 0"):
+        _param_groups(model, Zero(), 1e-3)
+    assert [g["lr"] for g in _param_groups(model, object(), 1e-3)] == [1e-3]  # no lr_scales: one group

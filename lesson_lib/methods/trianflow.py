@@ -94,6 +94,9 @@ class TrianFlowConfig:
                                  "points of both frames")
     consistency_weight: float = option(0.1, "paper depth loss: weight of L_pj = |1 - z'/D_2(p')|, frame 1's "
                                        "registered depth moved into frame 2 against frame 2's, on rigid visible pixels")
+    flow_lr_scale: float = option(0.1, "depth stage: the flow network's learning rate as a share of --lr when it "
+                                  "trains on (at 1, the paper's, the course's flow network collapsed within 15 steps "
+                                  "at --lr 2e-4: no pixel stayed within 0.5 px of its epipolar line)")
     geometric_weight: float = option(1.0, "paper depth loss: weight of the flow's epipolar loss (its mean distance "
                                      "to the epipolar line between --ransac-threshold and --rigid-threshold)")
     flow_weights: str = option("", "depth stage: the flow stage's checkpoint or weights file")
@@ -163,6 +166,8 @@ class TrianFlowConfig:
                   "geometric_weight"):
             if not getattr(self, f) >= 0:
                 raise ValueError(f"{name}.{f} must be >= 0, got {getattr(self, f)}")
+        if not self.flow_lr_scale > 0:
+            raise ValueError(f"{name}.flow_lr_scale must be > 0, got {self.flow_lr_scale}")
         check_input_size(self)
 
     @property
@@ -782,6 +787,10 @@ class TrianFlow(Method):
 
     def frozen_modules(self, model: nn.Module) -> list[nn.Module]:
         return [] if self.config.flow_trains else [_net(model).flow]
+
+    def lr_scales(self, model: nn.Module) -> list[tuple[nn.Module, float]]:
+        cfg = self.config
+        return [(_net(model).flow, cfg.flow_lr_scale)] if cfg.stage == "depth" and cfg.flow_trains else []
 
     def data_options(self) -> dict[str, Any]:
         """``2 · frame_gap + 1``-frame snippets (the pair: the target and the last source), the

@@ -76,6 +76,26 @@ from .randomness import rng_state, seed_everything, seed_worker, set_rng_state
 __all__ = ["Trainer", "train_worker"]
 
 
+
+def _param_groups(model: nn.Module, method: Any, lr: float) -> list[dict[str, Any]]:
+    """The optimiser's parameter groups: every trainable parameter at ``lr``, except those of the
+    modules a method names in ``lr_scales(model)`` (``[(module, factor), ...]``), at ``lr · factor``.
+    The default group comes first (its learning rate is the one logged)."""
+    scaled = list(method.lr_scales(model)) if hasattr(method, "lr_scales") else []
+    own: dict[int, float] = {}
+    for module, factor in scaled:
+        if not any(module is m for m in model.modules()):
+            raise ValueError(f"{type(method).__name__}.lr_scales() named a module that is not part of the model")
+        if not factor > 0:
+            raise ValueError(f"{type(method).__name__}.lr_scales(): a factor must be > 0, got {factor}")
+        for p in module.parameters():
+            own[id(p)] = float(factor)
+    groups: dict[float, list[nn.Parameter]] = {1.0: []}
+    for p in model.parameters():
+        if p.requires_grad:
+            groups.setdefault(own.get(id(p), 1.0), []).append(p)
+    return [{"params": ps, "lr": lr * f} for f, ps in groups.items() if ps or f == 1.0]
+
 class Trainer:
     """Train ``method``'s model on ``train_dataset`` as ``config`` says; see the module doc.
 
@@ -168,7 +188,7 @@ class Trainer:
         else:
             self.train_model = self.model
 
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = _param_groups(self.model, method, config.lr)
         if config.weight_decay > 0:
             self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(
                 params, lr=config.lr, weight_decay=config.weight_decay

@@ -119,6 +119,11 @@ class Method(ABC):
         e.g. ``{"snippet_length": 5}`` for a video method. Default: none."""
         return {}
 
+    def lr_scales(self, model: nn.Module) -> Sequence[tuple[nn.Module, float]]:
+        """Sub-modules trained at another learning rate: ``[(module, factor), ...]``, each at
+        ``lr · factor`` (its own optimiser group, on the same schedule). Default: none."""
+        return ()
+
     def frozen_modules(self, model: nn.Module) -> Sequence[nn.Module]:
         """Sub-modules of ``model`` that are not trained: the trainer sets ``requires_grad``
         False on their parameters, leaves them out of the optimizer and keeps them in eval mode
