@@ -82,15 +82,20 @@ def good_top(flow, score, fraction, vu=False, backwards=False, worst=False, outs
 
 
 @np.errstate(invalid="ignore")  # a wrong answer may reject every point: NaN
-def good_scale(pred, tri, inverse=False, means=False, all_points=False, flipped=False):
+def good_scale(pred, tri, median_only=False, inverted=False, absolute=False, means=False):
+    """The derivative of sum (1 - c x_i)^2 set to zero, in a loop (x = pred / tri)."""
     p, t = pred.numpy().astype(np.float64), tri.numpy().astype(np.float64)
-    if inverse:  # fits tri ~ s pred instead
-        p, t = t, p
-    s0 = (p.mean() / t.mean()) if means else (np.median(p) / np.median(t))
-    keep = np.ones_like(p, dtype=bool) if all_points else np.abs(p - s0 * t) <= 0.3 * p
-    if flipped:
-        return torch.tensor((t[keep] ** 2).sum() / (p[keep] * t[keep]).sum())
-    return torch.tensor((p[keep] * t[keep]).sum() / (t[keep] ** 2).sum())
+    if median_only:
+        return torch.tensor(float(np.median(t / p)))
+    if means:
+        return torch.tensor(t.mean() / p.mean())
+    if absolute:
+        return torch.tensor(sum(a * b for a, b in zip(p, t)) / sum(a * a for a in p))
+    sx = sxx = 0.0
+    for a, b in zip(p, t):
+        sx += a / b
+        sxx += (a / b) ** 2
+    return torch.tensor(sxx / sx if inverted else sx / sxx)
 
 
 GOOD = {"cost_volume": good_cost_volume, "fb_visible": good_fb_visible, "top": good_top, "scale": good_scale}
@@ -116,17 +121,17 @@ WRONG = {
         lambda f, s, q: good_top(f, s, q)[:, :-1],  # one correspondence short
     ],
     "scale": [
-        lambda *a: good_scale(*a, inverse=True),
+        lambda *a: good_scale(*a, median_only=True),
+        lambda *a: good_scale(*a, inverted=True),
+        lambda *a: good_scale(*a, absolute=True),
         lambda *a: good_scale(*a, means=True),
-        lambda *a: good_scale(*a, all_points=True),
-        lambda *a: good_scale(*a, flipped=True),
     ],
 }
 
 
 def _call(name, fn):
     return {"cost_volume": checks.check_cost_volume, "fb_visible": checks.check_fb_visible,
-            "top": checks.check_top_correspondences, "scale": checks.check_scale_alignment}[name](fn)
+            "top": checks.check_top_correspondences, "scale": checks.check_scale_registration}[name](fn)
 
 
 @pytest.mark.parametrize("name", sorted(GOOD))
@@ -159,7 +164,9 @@ def test_feedback_names_the_mistake():
         checks.check_top_correspondences(WRONG["top"][2])
     with pytest.raises(checks.CheckFailed, match="outside the image"):
         checks.check_top_correspondences(WRONG["top"][3])
-    with pytest.raises(checks.CheckFailed, match="inverse"):
-        checks.check_scale_alignment(WRONG["scale"][0])
-    with pytest.raises(checks.CheckFailed, match="30 %"):
-        checks.check_scale_alignment(WRONG["scale"][2])
+    with pytest.raises(checks.CheckFailed, match="median"):
+        checks.check_scale_registration(WRONG["scale"][0])
+    with pytest.raises(checks.CheckFailed, match="not its inverse"):
+        checks.check_scale_registration(WRONG["scale"][1])
+    with pytest.raises(checks.CheckFailed, match="relative"):
+        checks.check_scale_registration(WRONG["scale"][2])

@@ -539,7 +539,9 @@ def register_depth(pred: torch.Tensor, reference: torch.Tensor, valid: torch.Ten
     (``r_i = c_0 pred_i / reference_i``), the relative least-squares factor
     ``argmin_k sum (1 - k r_i)^2 = sum r_i / sum r_i^2``: at ``c = c_0 k`` the point loss
     ``mean (1 - c pred / reference)^2`` has zero derivative along the depth's overall scale,
-    so the loss cannot move that scale (by design: it is unknown). ``(B, N)`` each; returns
+    so the loss cannot move that scale (by design: it is unknown). With no point left out the
+    product equals ``sum x / sum x^2`` (``x = pred / reference``): the median start cancels and
+    only keeps the numbers near 1 (chapter 09, Exercise 9.4). ``(B, N)`` each; returns
     ``(B,)``, 1 for an element without valid points; **no gradient** flows through it."""
     dims = check_tensor(pred, "pred", ("B", "N"))
     check_tensor(reference, "reference", ("B", "N"), dims=dims)

@@ -61,7 +61,7 @@ from .ch09_trianflow import (
     check_cost_volume,
     check_fb_visible,
     check_top_correspondences,
-    check_scale_alignment,
+    check_scale_registration,
 )
 from .ch10_evaluation import (
     check_depth_errors,
@@ -107,7 +107,7 @@ __all__ = [
     "check_cost_volume",
     "check_fb_visible",
     "check_top_correspondences",
-    "check_scale_alignment",
+    "check_scale_registration",
     "check_depth_errors",
     "check_median_scale",
     "check_umeyama",

@@ -15,7 +15,7 @@ __all__ = [
     "check_cost_volume",
     "check_fb_visible",
     "check_top_correspondences",
-    "check_scale_alignment",
+    "check_scale_registration",
 ]
 
 F64 = torch.float64
@@ -177,46 +177,47 @@ def check_top_correspondences(student_fn: Callable) -> bool:
     return run_check("Exercise 9.3 (top_correspondences)", student_fn, _ref_top, cases, mistakes, rtol=1e-9, atol=1e-9)
 
 
-# -- 9.4 scale alignment ---------------------------------------------------------------------------
+# -- 9.4 scale registration ------------------------------------------------------------------------
 
 
-def _ref_scale(pred, tri):
-    return trianflow.align_scale(pred[None], tri[None], torch.ones_like(pred[None], dtype=torch.bool))[0]
+def _ref_register(pred, tri):
+    return trianflow.register_depth(pred[None], tri[None], torch.ones_like(pred[None], dtype=torch.bool))[0]
 
 
-def _scale_variant(pred, tri, inverse=False, mean=False, no_reject=False, inverse_lsq=False):
-    if inverse:  # the reverse fit, tri ~ s pred: the scale that brings pred to tri
-        pred, tri = tri, pred
-    s0 = (pred.mean() / tri.mean()) if mean else (pred.median() / tri.median())
-    keep = torch.ones_like(pred, dtype=torch.bool) if no_reject else (pred - s0 * tri).abs() <= 0.3 * pred
-    p, r = pred[keep], tri[keep]
-    if inverse_lsq:
-        return (r * r).sum() / (p * r).sum()
-    return (p * r).sum() / (r * r).sum()
+def _register_variant(pred, tri, median_only=False, inverted=False, absolute=False, means=False):
+    x = pred / tri
+    if median_only:
+        return (tri / pred).median()
+    if inverted:
+        return x.square().sum() / x.sum()
+    if absolute:  # least squares of the absolute error |c pred - tri|: far points weigh more
+        return (pred * tri).sum() / pred.square().sum()
+    if means:
+        return tri.mean() / pred.mean()
+    return x.sum() / x.square().sum()
 
 
-def check_scale_alignment(student_fn: Callable) -> bool:
-    """Exercise 9.4: ``fn(pred (N,), tri (N,)) -> s`` (0-d): the scale that brings the
-    triangulated depths ``tri`` to the network's ``pred``: ``s0 = median(pred) / median(tri)``,
-    then least squares ``s = sum(pred · tri) / sum(tri^2)`` over the points with
-    ``|pred - s0 tri| <= 0.3 pred``. (``N`` is odd in every case: one middle value.)"""
+def check_scale_registration(student_fn: Callable) -> bool:
+    """Exercise 9.4: ``fn(pred (N,), tri (N,)) -> c`` (0-d): the factor that brings the network's
+    depths ``pred`` to the triangulated ``tri`` by minimising the point loss's relative error,
+    ``sum (1 - c pred / tri)^2``: ``c = sum x / sum x^2`` with ``x = pred / tri``."""
     g = seeded_generator(94)
     tri = 1.0 + 9.0 * torch.rand(101, generator=g, dtype=torch.float32)
-    noisy = 2.5 * tri * (1 + 0.05 * torch.randn(101, generator=g))
+    noisy = tri / 2.5 * (1 + 0.05 * torch.randn(101, generator=g))
     wild = noisy.clone()
-    wild[::10] *= 8.0  # one point in ten triangulated badly
+    wild[::10] *= 3.0  # one point in ten triangulated badly
     cases = [
-        Case("exact: pred = 2.5 tri", (2.5 * tri, tri)),
+        Case("exact: pred = tri / 2.5", (tri / 2.5, tri)),
         Case("5 % noise", (noisy, tri)),
         Case("5 % noise and 11 wild points", (wild, tri)),
     ]
     mistakes = [
-        (lambda p, t: _scale_variant(p, t, inverse=True),
-         "s multiplies tri (pred ~ s tri): median(pred) / median(tri), not the inverse fit tri ~ s pred"),
-        (lambda p, t: _scale_variant(p, t, mean=True), "start from the ratio of medians: means follow the wild points"),
-        (lambda p, t: _scale_variant(p, t, no_reject=True),
-         "leave out the points more than 30 % away from the median fit before the least squares"),
-        (lambda p, t: _scale_variant(p, t, inverse_lsq=True),
-         "least squares of pred ~ s tri gives s = sum(pred tri) / sum(tri^2)"),
+        (lambda p, t: _register_variant(p, t, median_only=True),
+         "the median of tri / pred is where the library starts; the factor minimises sum (1 - c x)^2"),
+        (lambda p, t: _register_variant(p, t, inverted=True),
+         "c multiplies pred: d/dc sum (1 - c x)^2 = 0 gives c = sum x / sum x^2, not its inverse"),
+        (lambda p, t: _register_variant(p, t, absolute=True),
+         "the point loss is relative, (1 - c pred / tri)^2: absolute least squares weighs the far points more"),
+        (lambda p, t: _register_variant(p, t, means=True), "a ratio of means is not the least-squares factor"),
     ]
-    return run_check("Exercise 9.4 (scale_alignment)", student_fn, _ref_scale, cases, mistakes, rtol=1e-5, atol=1e-6)
+    return run_check("Exercise 9.4 (scale_registration)", student_fn, _ref_register, cases, mistakes, rtol=1e-5, atol=1e-6)
