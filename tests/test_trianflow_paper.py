@@ -9,7 +9,7 @@ import torch
 
 from lesson_lib import twoview
 from lesson_lib.camera import pixel_grid
-from lesson_lib.methods.trianflow import TrianFlow, TrianFlowConfig, paper_depth_loss, register_depth
+from lesson_lib.methods.trianflow import TrianFlow, TrianFlowConfig, paper_depth_loss, ray_angle_deg, register_depth
 from lesson_lib.pose import axis_angle_to_matrix
 
 H, W = 48, 96
@@ -111,6 +111,26 @@ def test_register_depth_known_answers_and_no_gradient_along_the_scale():
     assert float(register_depth(noisy, ref, torch.zeros_like(valid))[0]) == 1.0  # nothing valid
     p = noisy.clone().requires_grad_()
     assert not register_depth(p, ref, valid).requires_grad
+
+
+def test_ray_angle_known_answers():
+    """The angle between corresponding rays: a pixel theta off the principal point seen against
+    the principal point (no rotation) meets at theta; the principal point of both cameras under
+    a rotation by phi meets at phi; a pure rotation's exact correspondence meets at 0."""
+    Kb = K[None].float()
+    f, cx, cy = 60.0, 47.5, 23.5
+    theta = torch.tensor([0.3, 2.0, 10.0])
+    p1 = torch.tensor([[cx, cy]]).expand(3, 2)[None]
+    p2 = torch.stack([cx + f * torch.tan(torch.deg2rad(theta)), torch.full_like(theta, cy)], -1)[None]
+    torch.testing.assert_close(ray_angle_deg(p1, p2, Kb, torch.eye(3)[None]), theta[None], rtol=0, atol=1e-4)
+    R = axis_angle_to_matrix(torch.tensor([[0.0, 0.05, 0.0]], dtype=torch.float64)).float()
+    centre = torch.tensor([[[cx, cy]]])
+    torch.testing.assert_close(ray_angle_deg(centre, centre, Kb, R), torch.tensor([[float(torch.rad2deg(torch.tensor(0.05)))]]),
+                               rtol=0, atol=1e-4)
+    q1 = torch.tensor([[[10.0, 5.0], [80.0, 40.0]]])
+    h = torch.cat([q1.double(), torch.ones(1, 2, 1, dtype=torch.float64)], -1) @ (K @ R[0].double() @ torch.linalg.inv(K)).mT
+    q2 = (h[..., :2] / h[..., 2:]).float()
+    assert float(ray_angle_deg(q1, q2, Kb, R).abs().max()) < 1e-2
 
 
 def test_point_loss_cannot_move_the_overall_scale_of_the_depth():

@@ -99,7 +99,9 @@ class TrianFlowConfig:
                                   "at --lr 2e-4: no pixel stayed within 0.5 px of its epipolar line)")
     geometric_weight: float = option(1.0, "paper depth loss: weight of the flow's epipolar loss (its mean distance "
                                      "to the epipolar line between --ransac-threshold and --rigid-threshold)")
-    flow_weights: str = option("", "depth stage: the flow stage's checkpoint or weights file")
+    flow_weights: str = option("", "the flow stage's checkpoint or weights file: the depth stage's flow "
+                              "network (required unless oracle_flow); the flow stage, given one, starts from it "
+                              "(fine-tuning)")
     flow_width: int = option(16, "flow network width (pyramid channels width x (1, 2, 3, 4, 6))")
     max_displacement: int = option(4, "cost-volume search range in pixels of each level")
     normalize_features: bool = option(True, "give each pixel's pyramid features zero mean and unit length before the "
@@ -383,6 +385,21 @@ def pose_from_flow(
     return FlowPose(R=R, t=t, F=F_, p1=p1, p2=p2, index=index, inliers=inliers, ok=ok)
 
 
+def ray_angle_deg(p1: torch.Tensor, p2: torch.Tensor, K: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+    """The angle in degrees at which the rays of corresponding pixels ``p1``, ``p2`` ``(B, N, 2)``
+    meet, for one intrinsics ``K (B, 3, 3)`` and the rotation ``R (B, 3, 3)`` of ``X2 = R X1 + t``:
+    both rays in frame 1's orientation (``K^-1 p1`` and ``R^T K^-1 p2``), in float64. Near 0 the
+    midpoint triangulation is ill-conditioned (near the focus of expansion, or far away)."""
+    kinv = torch.linalg.inv(K.double())
+
+    def ray(p: torch.Tensor) -> torch.Tensor:
+        return torch.cat([p.double(), torch.ones_like(p[..., :1], dtype=torch.float64)], -1) @ kinv.mT
+
+    d1, d2 = ray(p1), ray(p2) @ R.double()
+    cos = (d1 * d2).sum(-1) / (d1.norm(dim=-1) * d2.norm(dim=-1))
+    return torch.rad2deg(torch.arccos(cos.clamp(-1.0, 1.0))).float()
+
+
 def triangulate_correspondences(
     pose: FlowPose, K: torch.Tensor, min_parallax_deg: float = 0.5, max_error: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -408,12 +425,7 @@ def triangulate_correspondences(
     with torch.autocast(pose.p1.device.type, enabled=False):
         Kb = (K[None] if K.ndim == 2 else K).float().expand(b, 3, 3)
         X, err = twoview.triangulate_midpoint(pose.p1, pose.p2, Kb, Kb, pose.R, pose.t)
-        def rays(p):  # homogeneous pixels through K^-1: ray directions in the camera's frame
-            return torch.cat([p.double(), torch.ones_like(p[..., :1], dtype=torch.float64)], -1) @ torch.linalg.inv(Kb.double()).mT
-
-        d1, d2 = rays(pose.p1), rays(pose.p2) @ pose.R.double()
-        cos = (d1 * d2).sum(-1) / (d1.norm(dim=-1) * d2.norm(dim=-1))
-        parallax = torch.rad2deg(torch.arccos(cos.clamp(-1.0, 1.0))).float()
+        parallax = ray_angle_deg(pose.p1, pose.p2, Kb, pose.R)
         valid = pose.inliers & pose.ok[:, None] & (X[..., 2] > 0) & (parallax > min_parallax_deg) & (err < max_error)
         depth = torch.where(valid, X[..., 2], torch.zeros_like(X[..., 2]))
     return depth, valid
@@ -653,12 +665,8 @@ def paper_depth_loss(
         X = X.float()
         z1, z2 = X[..., 2], (X @ R.mT + t[:, None])[..., 2]
         with torch.no_grad():
-            kinv = torch.linalg.inv(K.double())
-            d1 = torch.cat([p1.double(), torch.ones_like(p1[..., :1], dtype=torch.float64)], -1) @ kinv.mT
-            d2 = torch.cat([p2.detach().double(), torch.ones_like(p1[..., :1], dtype=torch.float64)], -1) @ kinv.mT @ R.double()
-            cos = (d1 * d2).sum(-1) / (d1.norm(dim=-1) * d2.norm(dim=-1))
-            parallax = torch.rad2deg(torch.arccos(cos.clamp(-1.0, 1.0))).float()
             p2d = p2.detach()
+            parallax = ray_angle_deg(p1, p2d, K, R)
             inside = (p2d[..., 0] >= 0) & (p2d[..., 0] <= w - 1) & (p2d[..., 1] >= 0) & (p2d[..., 1] <= h - 1)
             kept = (drawn & pose.ok[:, None] & (parallax > cfg.min_parallax_deg) & inside
                     & (z1.detach() > 0.01) & (z2.detach() > 0.01) & torch.isfinite(X.detach()).all(-1))
@@ -781,10 +789,11 @@ class TrianFlow(Method):
         from ..training.checkpoints import load_weights_into
 
         net = TrianFlowNet(self.config)
-        if self.config.stage == "depth" and self.load_pretrained and not (self.config.oracle_flow and not self.config.flow_weights):
-            if not self.config.flow_weights:
-                raise ValueError("the depth stage needs the flow stage's weights: give --flow-weights PATH")
-            load_weights_into(net.flow, self.config.flow_weights, prefix="flow.", method=self.name)
+        cfg = self.config
+        if self.load_pretrained and cfg.flow_weights:
+            load_weights_into(net.flow, cfg.flow_weights, prefix="flow.", method=self.name)
+        elif self.load_pretrained and cfg.stage == "depth" and not cfg.oracle_flow:
+            raise ValueError("the depth stage needs the flow stage's weights: give --flow-weights PATH")
         return net
 
     def frozen_modules(self, model: nn.Module) -> list[nn.Module]:
