@@ -14,51 +14,39 @@ from lesson_lib.course import checks
 # -- answers written as a student would ---------------------------------------------------------
 
 
-def good_cost_volume(f1, f2, d, total=False, du_outer=False, backwards=False, wrap=False):
-    a, b = f1.numpy(), f2.numpy()
-    n, c, h, w = a.shape
-    out = np.zeros((n, (2 * d + 1) ** 2, h, w))
-    for dv in range(-d, d + 1):
-        for du in range(-d, d + 1):
-            k = (du + d) * (2 * d + 1) + (dv + d) if du_outer else (dv + d) * (2 * d + 1) + (du + d)
-            sv, su = (-dv, -du) if backwards else (dv, du)
-            for v in range(h):
-                for u in range(w):
-                    vv, uu = v + sv, u + su
-                    if wrap:
-                        vv, uu = vv % h, uu % w
-                    elif not (0 <= vv < h and 0 <= uu < w):
-                        continue
-                    prod = (a[:, :, v, u] * b[:, :, vv, uu]).sum(1)
-                    out[:, k, v, u] = prod if total else prod / c
-    return torch.from_numpy(out)
+def good_ray_angle(p1, p2, K, R, unrotated=False, forward=False, pixels=False, radians=False):
+    """Angle between the two rays, point by point, in NumPy."""
+    a, b = p1.numpy().astype(np.float64), p2.numpy().astype(np.float64)
+    kinv = np.eye(3) if pixels else np.linalg.inv(K.numpy().astype(np.float64))
+    r = R.numpy().astype(np.float64)
+    out = []
+    for x, y in zip(a, b):
+        d1 = kinv @ np.array([x[0], x[1], 1.0])
+        d2 = kinv @ np.array([y[0], y[1], 1.0])
+        if not unrotated:
+            d2 = (r if forward else r.T) @ d2
+        c = np.clip(d1 @ d2 / (np.linalg.norm(d1) * np.linalg.norm(d2)), -1.0, 1.0)
+        out.append(np.arccos(c) if radians else np.degrees(np.arccos(c)))
+    return torch.tensor(out)
 
 
-def _bilinear(img, x, y):
-    """img (C, H, W) read at (x, y), zeros outside."""
-    c, h, w = img.shape
-    x0, y0 = int(np.floor(x)), int(np.floor(y))
-    val = np.zeros(c)
-    for yy in (y0, y0 + 1):
-        for xx in (x0, x0 + 1):
-            wgt = (1 - abs(x - xx)) * (1 - abs(y - yy))
-            if 0 <= xx < w and 0 <= yy < h and wgt > 0:
-                val += wgt * img[:, yy, xx]
-    return val
-
-
-def good_fb_visible(fw, bw, a1, a2, minus=False, same_pixel=False, absolute_only=False):
-    f, g = fw.numpy()[0], bw.numpy()[0]
-    _, h, w = f.shape
-    out = np.zeros((1, 1, h, w), dtype=bool)
+def good_move_depth(depth, R, t, K, transposed=False, minus=False, pixels=False, no_divide=False, old_z=False):
+    """Each pixel back-projected, moved and projected, in a loop."""
+    d = depth.numpy().astype(np.float64)
+    r, tt, k = R.numpy().astype(np.float64), t.numpy().astype(np.float64), K.numpy().astype(np.float64)
+    if transposed:
+        r = r.T
+    kinv = np.eye(3) if pixels else np.linalg.inv(k)
+    h, w = d.shape
+    uv, z = np.zeros((2, h, w)), np.zeros((h, w))
     for v in range(h):
         for u in range(w):
-            ff = f[:, v, u]
-            bb = g[:, v, u] if same_pixel else _bilinear(g, u + ff[0], v + ff[1])
-            diff = ff - bb if minus else ff + bb
-            bound = a2 + (0.0 if absolute_only else a1 * (ff @ ff + bb @ bb))
-            out[0, 0, v, u] = diff @ diff < bound
-    return torch.from_numpy(out)
+            X = d[v, u] * (kinv @ np.array([u, v, 1.0]))
+            X2 = r @ X + (-tt if minus else tt)
+            q = k @ X2
+            uv[:, v, u] = q[:2] if no_divide else q[:2] / q[2]
+            z[v, u] = d[v, u] if old_z else X2[2]
+    return torch.from_numpy(uv), torch.from_numpy(z)
 
 
 def good_top(flow, score, fraction, vu=False, backwards=False, worst=False, outside_too=False):
@@ -98,20 +86,23 @@ def good_scale(pred, tri, median_only=False, inverted=False, absolute=False, mea
     return torch.tensor(sxx / sx if inverted else sx / sxx)
 
 
-GOOD = {"cost_volume": good_cost_volume, "fb_visible": good_fb_visible, "top": good_top, "scale": good_scale}
+GOOD = {"ray_angle": good_ray_angle, "move_depth": good_move_depth, "top": good_top, "scale": good_scale}
 
 WRONG = {
-    "cost_volume": [
-        lambda *a: good_cost_volume(*a, total=True),  # summed over channels
-        lambda *a: good_cost_volume(*a, du_outer=True),  # channel order transposed
-        lambda *a: good_cost_volume(*a, backwards=True),  # f2 read at p - d
-        lambda *a: good_cost_volume(*a, wrap=True),  # wraps around
+    "ray_angle": [
+        lambda *a: good_ray_angle(*a, unrotated=True),
+        lambda *a: good_ray_angle(*a, forward=True),
+        lambda *a: good_ray_angle(*a, pixels=True),
+        lambda *a: good_ray_angle(*a, radians=True),
+        lambda p1, p2, K, R: good_ray_angle(p1 + 0.5, p2 + 0.5, K, R),  # pixel corners, not centres
     ],
-    "fb_visible": [
-        lambda *a: good_fb_visible(*a, minus=True),
-        lambda *a: good_fb_visible(*a, same_pixel=True),
-        lambda *a: good_fb_visible(*a, absolute_only=True),
-        lambda fw, bw, a1, a2: good_fb_visible(fw, bw, a2, a1),  # tolerances swapped
+    "move_depth": [
+        lambda *a: good_move_depth(*a, transposed=True),
+        lambda *a: good_move_depth(*a, minus=True),
+        lambda *a: good_move_depth(*a, pixels=True),
+        lambda *a: good_move_depth(*a, no_divide=True),
+        lambda *a: good_move_depth(*a, old_z=True),
+        lambda d, R, t, K: tuple(x.flip(-1) for x in good_move_depth(d, R, t, K)),  # u and v mixed up
     ],
     "top": [
         lambda *a: good_top(*a, vu=True),
@@ -130,7 +121,7 @@ WRONG = {
 
 
 def _call(name, fn):
-    return {"cost_volume": checks.check_cost_volume, "fb_visible": checks.check_fb_visible,
+    return {"ray_angle": checks.check_ray_angle, "move_depth": checks.check_move_depth,
             "top": checks.check_top_correspondences, "scale": checks.check_scale_registration}[name](fn)
 
 
@@ -148,16 +139,24 @@ def test_check_rejects_a_wrong_answer(name, i):
 
 
 def test_feedback_names_the_mistake():
-    with pytest.raises(checks.CheckFailed, match="average over the channels"):
-        checks.check_cost_volume(WRONG["cost_volume"][0])
-    with pytest.raises(checks.CheckFailed, match="outer loop"):
-        checks.check_cost_volume(WRONG["cost_volume"][1])
-    with pytest.raises(checks.CheckFailed, match="pad with zeros"):
-        checks.check_cost_volume(WRONG["cost_volume"][3])
-    with pytest.raises(checks.CheckFailed, match="comes back"):
-        checks.check_fb_visible(WRONG["fb_visible"][0])
-    with pytest.raises(checks.CheckFailed, match="flow_warp"):
-        checks.check_fb_visible(WRONG["fb_visible"][1])
+    with pytest.raises(checks.CheckFailed, match="camera 1's orientation"):
+        checks.check_ray_angle(WRONG["ray_angle"][0])
+    with pytest.raises(checks.CheckFailed, match="not R"):
+        checks.check_ray_angle(WRONG["ray_angle"][1])
+    with pytest.raises(checks.CheckFailed, match="K\\^-1"):
+        checks.check_ray_angle(WRONG["ray_angle"][2])
+    with pytest.raises(checks.CheckFailed, match="radians"):
+        checks.check_ray_angle(WRONG["ray_angle"][3])
+    with pytest.raises(checks.CheckFailed, match="not R\\^T"):
+        checks.check_move_depth(WRONG["move_depth"][0])
+    with pytest.raises(checks.CheckFailed, match="add t"):
+        checks.check_move_depth(WRONG["move_depth"][1])
+    with pytest.raises(checks.CheckFailed, match="back-project"):
+        checks.check_move_depth(WRONG["move_depth"][2])
+    with pytest.raises(checks.CheckFailed, match="third entry \\(z'\\)"):
+        checks.check_move_depth(WRONG["move_depth"][3])
+    with pytest.raises(checks.CheckFailed, match="moved point's depth"):
+        checks.check_move_depth(WRONG["move_depth"][4])
     with pytest.raises(checks.CheckFailed, match=r"\(u, v\)"):
         checks.check_top_correspondences(WRONG["top"][0])
     with pytest.raises(checks.CheckFailed, match="highest"):

@@ -205,6 +205,24 @@ def test_options_choose_the_data_and_what_trains():
     assert TrianFlowConfig(stage="flow").flow_trains
 
 
+def test_flow_weights_start_either_stage_from_a_trained_flow_network():
+    """The flow stage given --flow-weights starts from them (fine-tuning); without, it starts from
+    a random initialisation; the depth stage needs them unless the flow is the oracle's."""
+    from lesson_lib import methods, weights
+
+    shipped, _, _ = methods.load_model(weights.path("trianflow.pt"))
+    want = {k: v.float() for k, v in shipped.flow.state_dict().items()}
+    tuned = TrianFlow(TrianFlowConfig(stage="flow", flow_weights=str(weights.path("trianflow.pt")))).build_model()
+    for k, v in tuned.flow.state_dict().items():
+        torch.testing.assert_close(v.float(), want[k], msg=k)
+    torch.manual_seed(0)
+    fresh = TrianFlow(TrianFlowConfig(stage="flow")).build_model()
+    assert not all(torch.equal(v.float(), want[k]) for k, v in fresh.flow.state_dict().items() if v.is_floating_point())
+    with pytest.raises(ValueError, match="--flow-weights"):
+        TrianFlow(TrianFlowConfig(stage="depth")).build_model()
+    TrianFlow(TrianFlowConfig(stage="depth", oracle_flow=True)).build_model()  # the oracle needs no flow network's weights
+
+
 def test_paper_depth_stage_trains_the_flow_on_and_the_oracle_reads_the_worlds_flow(tmp_path):
     import csv
 

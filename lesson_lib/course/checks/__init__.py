@@ -58,8 +58,8 @@ from .ch08_twoview import (
     check_midpoint,
 )
 from .ch09_trianflow import (
-    check_cost_volume,
-    check_fb_visible,
+    check_ray_angle,
+    check_move_depth,
     check_top_correspondences,
     check_scale_registration,
 )
@@ -104,8 +104,8 @@ __all__ = [
     "check_rank2_projection",
     "check_in_front",
     "check_midpoint",
-    "check_cost_volume",
-    "check_fb_visible",
+    "check_ray_angle",
+    "check_move_depth",
     "check_top_correspondences",
     "check_scale_registration",
     "check_depth_errors",

@@ -5,15 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 from ...methods import trianflow
-from ...models import flow as flow_models
 from .engine import Case, run_check, seeded_generator
 
 __all__ = [
-    "check_cost_volume",
-    "check_fb_visible",
+    "check_ray_angle",
+    "check_move_depth",
     "check_top_correspondences",
     "check_scale_registration",
 ]
@@ -21,103 +19,108 @@ __all__ = [
 F64 = torch.float64
 
 
-# -- 9.1 the cost volume ---------------------------------------------------------------------------
+# -- 9.1 the angle between the rays -----------------------------------------------------------------
 
 
-def _ref_cost_volume(f1, f2, d):
-    return flow_models.cost_volume(f1, f2, d)
+def _ray_variant(p1, p2, K, R, no_rotation=False, rotate_forward=False, no_kinv=False, radians=False):
+    kinv = torch.eye(3, dtype=F64) if no_kinv else torch.linalg.inv(K.double())
+
+    def ray(p):
+        return torch.cat([p.double(), torch.ones_like(p[:, :1], dtype=F64)], 1) @ kinv.T
+
+    d1, d2 = ray(p1), ray(p2)
+    if not no_rotation:
+        d2 = d2 @ R.double().T if rotate_forward else d2 @ R.double()  # rows: (R d)^T = d^T R^T; (R^T d)^T = d^T R
+    cos = ((d1 * d2).sum(1) / (d1.norm(dim=1) * d2.norm(dim=1))).clamp(-1.0, 1.0)
+    angle = torch.arccos(cos)
+    return angle if radians else torch.rad2deg(angle)
 
 
-def _cost_variant(f1, f2, d, reduce="mean", swap_order=False, opposite=False, wrap=False):
-    h, w = f1.shape[-2:]
-    out = []
-    for a in range(-d, d + 1):
-        for b in range(-d, d + 1):
-            dv, du = (b, a) if swap_order else (a, b)
-            if opposite:
-                dv, du = -dv, -du
-            if wrap:
-                shifted = torch.roll(f2, shifts=(-dv, -du), dims=(-2, -1))
-            else:
-                shifted = F.pad(f2, (d, d, d, d))[..., d + dv : d + dv + h, d + du : d + du + w]
-            prod = f1 * shifted
-            out.append(prod.sum(1) if reduce == "sum" else prod.mean(1))
-    return torch.stack(out, dim=1)
+def _ref_ray_angle(p1, p2, K, R):
+    return trianflow.ray_angle_deg(p1[None], p2[None], K[None], R[None])[0]
 
 
-def check_cost_volume(student_fn: Callable) -> bool:
-    """Exercise 9.1: ``fn(f1 (B, C, H, W), f2, d) -> (B, (2d+1)^2, H, W)``, channel
-    ``(dv + d)(2d + 1) + (du + d)`` holding ``mean_c f1[c, v, u] f2[c, v + dv, u + du]`` (0 where
-    the shifted position leaves ``f2``)."""
+def check_ray_angle(student_fn: Callable) -> bool:
+    """Exercise 9.1: ``fn(p1 (N, 2), p2 (N, 2), K (3, 3), R (3, 3)) -> (N,)`` degrees: the angle
+    between the ray through ``p1`` in camera 1 and the ray through ``p2`` in camera 2, both
+    expressed in camera 1's orientation (``K^-1 p1`` and ``R^T K^-1 p2`` for ``X2 = R X1 + t``)."""
+    from ...pose import axis_angle_to_matrix
+
     g = seeded_generator(91)
-    f1 = torch.randn(2, 5, 6, 9, generator=g, dtype=F64)
-    f2 = torch.randn(2, 5, 6, 9, generator=g, dtype=F64)
-    shifted = torch.zeros_like(f1)
-    shifted[..., 1:, 2:] = f1[..., :-1, :-2]  # f1 moved one row down and two columns right
+    K = torch.tensor([[240.0, 0.0, 208.0], [0.0, 240.0, 64.0], [0.0, 0.0, 1.0]], dtype=F64)
+    K_off = torch.tensor([[180.0, 0.0, 150.0], [0.0, 200.0, 70.0], [0.0, 0.0, 1.0]], dtype=F64)
+    p1 = torch.stack([416 * torch.rand(40, generator=g, dtype=F64), 128 * torch.rand(40, generator=g, dtype=F64)], 1)
+    p2 = p1 + 6.0 * torch.randn(40, 2, generator=g, dtype=F64)
+    R = axis_angle_to_matrix(torch.tensor([[0.02, -0.09, 0.03]], dtype=F64))[0]
+    eye = torch.eye(3, dtype=F64)
     cases = [
-        Case("random features, search range 1", (f1, f2, 1)),
-        Case("random features, search range 2", (f1, f2, 2)),
-        Case("f2 = f1 moved by (du, dv) = (2, 1): the peak is channel (1+2)*5 + (2+2)", (f1, shifted, 2)),
+        Case("no rotation: the rays of p1 and p2 through one camera", (p1, p2, K, eye)),
+        Case("a turn of about 5.6 degrees", (p1, p2, K, R)),
+        Case("the same pixel in both views under the turn: the angle is the rotation's", (p1, p1.clone(), K, R)),
+        Case("another camera (fx != fy)", (p1, p2, K_off, R)),
     ]
     mistakes = [
-        (lambda a, b, d: _cost_variant(a, b, d, reduce="sum"), "average over the channels (PWC-Net's normalisation), do not sum"),
-        (lambda a, b, d: _cost_variant(a, b, d, swap_order=True),
-         "order the channels with dv in the outer loop and du in the inner one: (dv + d) * (2d + 1) + (du + d)"),
-        (lambda a, b, d: _cost_variant(a, b, d, opposite=True),
-         "compare f1 at (u, v) with f2 at (u + du, v + dv): the displacement goes into the second image"),
-        (lambda a, b, d: _cost_variant(a, b, d, wrap=True),
-         "positions outside f2 count as zero: pad with zeros instead of wrapping around (torch.roll)"),
+        (lambda a, b, k, r: _ray_variant(a, b, k, r, no_rotation=True),
+         "the ray of p2 lives in camera 2: turn it into camera 1's orientation (R^T K^-1 p2) before comparing"),
+        (lambda a, b, k, r: _ray_variant(a, b, k, r, rotate_forward=True),
+         "X2 = R X1 + t: a direction of camera 2 goes back to camera 1 with R^T, not R"),
+        (lambda a, b, k, r: _ray_variant(a, b, k, r, no_kinv=True),
+         "pixels are not directions: the ray through p is K^-1 [u, v, 1]"),
+        (lambda a, b, k, r: _ray_variant(a, b, k, r, radians=True), "return degrees (torch.rad2deg), not radians"),
     ]
-    return run_check("Exercise 9.1 (cost_volume)", student_fn, _ref_cost_volume, cases, mistakes, rtol=1e-7, atol=1e-9)
+    return run_check("Exercise 9.1 (ray_angle)", student_fn, _ref_ray_angle, cases, mistakes, rtol=1e-4, atol=1e-4)
 
 
-# -- 9.2 forward-backward consistency --------------------------------------------------------------
+# -- 9.2 where frame 1's depth lands in frame 2 -------------------------------------------------------
 
 
-def _ref_fb_visible(fw, bw, a1, a2):
-    return trianflow.visible_mask(fw, bw, a1, a2)
+def _move_variant(depth, R, t, K, transposed=False, minus_t=False, no_kinv=False, no_divide=False, z_unmoved=False):
+    from ...camera import pixel_grid
+
+    h, w = depth.shape
+    Rm = R.double().T if transposed else R.double()
+    kinv = torch.eye(3, dtype=F64) if no_kinv else torch.linalg.inv(K.double())
+    X = (kinv @ pixel_grid(h, w, F64).reshape(3, -1)) * depth.double().reshape(1, -1)
+    X2 = Rm @ X + (-1.0 if minus_t else 1.0) * t.double()[:, None]
+    q = K.double() @ X2
+    uv = q[:2] if no_divide else q[:2] / q[2:]
+    z = depth.double().reshape(-1) if z_unmoved else X2[2]
+    return uv.reshape(2, h, w), z.reshape(h, w)
 
 
-def _fb_variant(fw, bw, a1, a2, minus=False, no_warp=False, no_relative=False, no_bw_norm=False):
-    bw_at = bw if no_warp else flow_models.flow_warp(bw, fw)[0]
-    diff = fw - bw_at if minus else fw + bw_at
-    mag = fw.square().sum(1, keepdim=True) + (0.0 if no_bw_norm else bw_at.square().sum(1, keepdim=True))
-    bound = (0.0 if no_relative else a1 * mag) + a2
-    return diff.square().sum(1, keepdim=True) < bound
+def _ref_move_depth(depth, R, t, K):
+    uv, z = trianflow._project(depth.double()[None, None], R.double()[None], t.double()[None], K.double()[None])
+    return uv[0], z[0, 0]
 
 
-def check_fb_visible(student_fn: Callable) -> bool:
-    """Exercise 9.2: ``fn(flow_fw (B, 2, H, W), flow_bw, a1, a2) -> (B, 1, H, W) bool``: visible
-    where ``|F_f + F_b<F_f>|^2 < a1 (|F_f|^2 + |F_b<F_f>|^2) + a2`` with ``F_b<F_f>`` the backward
-    flow read (bilinearly, zeros outside) where the forward flow points."""
+def check_move_depth(student_fn: Callable) -> bool:
+    """Exercise 9.2: ``fn(depth (H, W), R (3, 3), t (3,), K (3, 3)) -> (uv (2, H, W), z (H, W))``:
+    every pixel of frame 1 back-projected with its depth, moved by ``X2 = R X1 + t``: where it
+    lands in frame 2 (pixels) and its depth there (the ``z'`` of TrianFlow's ``L_pj``)."""
+    from ...pose import axis_angle_to_matrix
+
     g = seeded_generator(92)
-    h, w = 10, 16
-    fw = torch.zeros(1, 2, h, w, dtype=F64)
-    fw[:, 0] = 3.0  # everything moves 3 columns right
-    fw[:, 1] = torch.linspace(-1.0, 1.0, h, dtype=F64)[:, None]
-    bw = torch.zeros_like(fw)
-    bw[:, 0] = -3.0
-    bw[:, 1] = -torch.linspace(-1.0, 1.0, h, dtype=F64)[:, None]
-    bw[..., :, : w // 2] += 1.5  # part of frame 2 disagrees: occluded pixels in frame 1
-    noise = 4.0 * torch.randn(1, 2, h, w, generator=g, dtype=F64)
-    big = torch.zeros(1, 2, h, 4 * w, dtype=F64)
-    big[:, 0] = 12.0  # 12 px to the right, inside for the first 52 columns
-    big_bw = -big + 0.9 * torch.randn(1, 2, h, 4 * w, generator=g, dtype=F64)
+    K = torch.tensor([[60.0, 0.0, 31.5], [0.0, 55.0, 19.5], [0.0, 0.0, 1.0]], dtype=F64)
+    depth = 4.0 + 16.0 * torch.rand(6, 9, generator=g, dtype=F64)
+    R = axis_angle_to_matrix(torch.tensor([[0.03, -0.08, 0.02]], dtype=F64))[0]
+    t = torch.tensor([0.2, -0.05, -1.0], dtype=F64)
+    eye, zero = torch.eye(3, dtype=F64), torch.zeros(3, dtype=F64)
     cases = [
-        Case("a shift with a disagreeing left half of frame 2", (fw, bw, 0.01, 0.5)),
-        Case("random flows", (noise, torch.roll(-noise, 1, dims=-1), 0.01, 0.5)),
-        Case("large motion, the relative tolerance matters", (big, big_bw, 0.01, 0.5)),
-        Case("TrianFlow's tolerances replaced: a1 = 0.05, a2 = 1", (fw, bw, 0.05, 1.0)),
+        Case("no motion: every pixel stays, its depth too", (depth, eye, zero, K)),
+        Case("a step forward, no rotation", (depth, eye, t, K)),
+        Case("a step and a turn", (depth, R, t, K)),
+        Case("a sideways step at one depth", (torch.full((6, 9), 5.0, dtype=F64), eye, torch.tensor([0.5, 0.0, 0.0], dtype=F64), K)),
     ]
     mistakes = [
-        (lambda a, b, x, y: _fb_variant(a, b, x, y, minus=True),
-         "a visible pixel comes back: F_f + F_b<F_f> is zero (the backward flow points the other way), not F_f - F_b"),
-        (lambda a, b, x, y: _fb_variant(a, b, x, y, no_warp=True),
-         "read the backward flow where the forward flow lands (flow_warp), not at the same pixel"),
-        (lambda a, b, x, y: _fb_variant(a, b, x, y, no_relative=True), "the tolerance grows with the motion: a1 (|F_f|^2 + |F_b<F_f>|^2) + a2"),
-        (lambda a, b, x, y: _fb_variant(a, b, x, y, no_bw_norm=True), "the relative tolerance uses both flows' squared lengths"),
+        (lambda d, r, tt, k: _move_variant(d, r, tt, k, transposed=True), "X2 = R X1 + t: multiply by R, not R^T"),
+        (lambda d, r, tt, k: _move_variant(d, r, tt, k, minus_t=True), "add t (X2 = R X1 + t); subtracting it moves the camera the other way"),
+        (lambda d, r, tt, k: _move_variant(d, r, tt, k, no_kinv=True),
+         "back-project with K^-1: the point is D K^-1 [u, v, 1], not D [u, v, 1]"),
+        (lambda d, r, tt, k: _move_variant(d, r, tt, k, no_divide=True), "divide K X2 by its third entry (z') to get pixels"),
+        (lambda d, r, tt, k: _move_variant(d, r, tt, k, z_unmoved=True),
+         "z' is the moved point's depth (the third entry of R X1 + t), not frame 1's depth"),
     ]
-    return run_check("Exercise 9.2 (fb_visible)", student_fn, _ref_fb_visible, cases, mistakes, rtol=0, atol=0)
+    return run_check("Exercise 9.2 (move_depth)", student_fn, _ref_move_depth, cases, mistakes, rtol=1e-6, atol=1e-8)
 
 
 # -- 9.3 the most reliable correspondences ---------------------------------------------------------
