@@ -9,7 +9,8 @@ import torch
 
 from lesson_lib import twoview
 from lesson_lib.camera import pixel_grid
-from lesson_lib.methods.trianflow import TrianFlow, TrianFlowConfig, paper_depth_loss, ray_angle_deg, register_depth
+from lesson_lib.methods.trianflow import (TrianFlow, TrianFlowConfig, move_depth, paper_depth_loss, ray_angle_deg,
+                                         register_depth)
 from lesson_lib.pose import axis_angle_to_matrix
 
 H, W = 48, 96
@@ -131,6 +132,25 @@ def test_ray_angle_known_answers():
     h = torch.cat([q1.double(), torch.ones(1, 2, 1, dtype=torch.float64)], -1) @ (K @ R[0].double() @ torch.linalg.inv(K)).mT
     q2 = (h[..., :2] / h[..., 2:]).float()
     assert float(ray_angle_deg(q1, q2, Kb, R).abs().max()) < 1e-2
+
+
+def test_move_depth_agrees_with_the_warping_chapters_sampling_and_the_moved_points_depth():
+    """L_pj's z' and landing pixel against an independent route: chapter 03's
+    rigid_sample_points (the same p' from a 4x4 pose) and the moved points' z computed directly."""
+    from lesson_lib.warping import rigid_sample_points
+
+    g = torch.Generator().manual_seed(3)
+    depth = (3.0 + 10.0 * torch.rand(2, 1, 6, 9, generator=g, dtype=torch.float64))
+    R = axis_angle_to_matrix(torch.tensor([[0.02, -0.06, 0.01], [0.0, 0.03, -0.02]], dtype=torch.float64))
+    t = torch.tensor([[0.1, 0.0, -0.8], [-0.2, 0.05, 0.5]], dtype=torch.float64)
+    Kb = K[None].expand(2, 3, 3)
+    uv, z = move_depth(depth, R, t, Kb)
+    T = torch.eye(4, dtype=torch.float64).repeat(2, 1, 1)
+    T[:, :3, :3], T[:, :3, 3] = R, t
+    uv_ref, _ = rigid_sample_points(depth, T, Kb)
+    torch.testing.assert_close(uv, uv_ref)
+    X = (torch.linalg.inv(K) @ pixel_grid(6, 9, torch.float64).reshape(3, -1))[None] * depth.reshape(2, 1, -1)
+    torch.testing.assert_close(z, (R @ X + t[..., None])[:, 2].reshape(2, 1, 6, 9))
 
 
 def test_point_loss_cannot_move_the_overall_scale_of_the_depth():

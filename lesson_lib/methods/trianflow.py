@@ -70,7 +70,8 @@ from .sfmlearner import disparity_to_depth, monocular_disparity
 
 __all__ = ["TrianFlowConfig", "TrianFlow", "TrianFlowNet", "flow_loss", "fb_consistency", "fb_score", "visible_mask",
            "predict_flow", "sample_correspondences", "FlowPose", "pose_from_flow", "triangulate_correspondences",
-           "align_scale", "depth_loss", "register_depth", "paper_depth_loss", "predict_depth", "predict_poses"]
+           "align_scale", "depth_loss", "register_depth", "ray_angle_deg", "move_depth", "paper_depth_loss", "predict_depth",
+           "predict_poses"]
 
 
 @dataclass
@@ -567,7 +568,7 @@ def register_depth(pred: torch.Tensor, reference: torch.Tensor, valid: torch.Ten
     return torch.where(den > 0, c0 * num / den.clamp(min=1e-12), c0)
 
 
-def _project(depth: torch.Tensor, R: torch.Tensor, t: torch.Tensor, K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def move_depth(depth: torch.Tensor, R: torch.Tensor, t: torch.Tensor, K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Frame 1's pixels back-projected with ``depth (B, 1, H, W)`` and moved by ``X2 = R X1 + t``:
     ``(uv (B, 2, H, W) in frame 2, z (B, 1, H, W) their depth in frame 2)``."""
     from ..camera import pixel_grid
@@ -679,7 +680,7 @@ def paper_depth_loss(
         n = kept.sum().clamp(min=1)
         l_pt = (((1 - c1[:, None] * at1 / z1s).square() + (1 - c2[:, None] * at2 / z2s).square()) * kept).sum() / n
         reg1, reg2 = c1[:, None, None, None] * depth1, c2[:, None, None, None] * depth2
-        uv, z_moved = _project(reg1, R, t, K)
+        uv, z_moved = move_depth(reg1, R, t, K)
         read, lands = sample(reg2, uv, padding_mode="border")
         m = weight * (lands & (z_moved > 0.01)).float()
         l_pj = (m * (1 - z_moved / read.clamp(min=1e-6)).abs()).sum() / m.sum().clamp(min=1e-6)

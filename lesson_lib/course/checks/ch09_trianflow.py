@@ -89,7 +89,7 @@ def _move_variant(depth, R, t, K, transposed=False, minus_t=False, no_kinv=False
 
 
 def _ref_move_depth(depth, R, t, K):
-    uv, z = trianflow._project(depth.double()[None, None], R.double()[None], t.double()[None], K.double()[None])
+    uv, z = trianflow.move_depth(depth.double()[None, None], R.double()[None], t.double()[None], K.double()[None])
     return uv[0], z[0, 0]
 
 
