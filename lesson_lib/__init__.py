@@ -33,7 +33,8 @@ What grows by paper or network
 
 The course's tooling (:mod:`lesson_lib.course`)
 - ``checks`` (one module per chapter and the shared engine), ``plotting``, ``widgets``,
-  ``env`` (set-up and environment check), ``student`` (student versions), ``notebooks``
+  ``env`` (set-up and environment check), ``student`` (student versions), ``start`` (the
+  learner's own copy of the course, opened in JupyterLab), ``notebooks``
   (the notebook runner), ``outputs`` (stored and fresh notebook outputs compared, printed
   numbers within a tolerance: nbval's comparison), ``cli`` (``python -m lesson_lib ...``)
 

@@ -2,8 +2,9 @@
 
 A real ``jupyter lab`` server is started on loopback, rooted at a temporary folder that holds
 a copy of chapter 01 (outputs and saved widget state stripped, so everything on the page comes
-from this run; the committed notebook is never touched) and the student version of chapter 01
-written by the course's own tool (``python -m lesson_lib student``). Playwright drives the
+from this run; the committed notebook is never touched) and the learner's copy of the course as
+the README's ``python -m lesson_lib start`` writes it (``--no-lab``: every chapter's student
+version). Playwright drives the
 system's Chromium (Debian's ``chromium`` package) through its executable path; no browser is
 downloaded. Through the page, as a person would:
 
@@ -123,14 +124,15 @@ def _without_outputs(src: Path, dest: Path) -> None:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory) -> Iterator[Lab]:
-    """JupyterLab on loopback, rooted at a folder with chapter 01 and its student version."""
+    """JupyterLab on loopback, rooted at a folder with chapter 01 and the learner's copy of the course
+    (`start --no-lab`: the student versions)."""
     tmp = tmp_path_factory.mktemp("browser")
     root = tmp / "course"
     root.mkdir()
     _without_outputs(REPO_ROOT / "notebooks" / CHAPTER, root / CHAPTER)
+    # the learner's copy as the README's `python -m lesson_lib start` writes it (every chapter)
     subprocess.run(
-        [sys.executable, "-m", "lesson_lib", "student", str(REPO_ROOT / "notebooks" / CHAPTER),
-         "--out", str(root / "student")],
+        [sys.executable, "-m", "lesson_lib", "start", "--dir", str(root / "student"), "--no-lab"],
         check=True, cwd=tmp, capture_output=True, text=True,
     )  # fmt: skip
     for name, text in USER_SETTINGS.items():

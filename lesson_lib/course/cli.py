@@ -1,6 +1,8 @@
 """The command line: ``python -m lesson_lib COMMAND ...``.
 
 Commands:
+  start [--dir DIR]           open the course as a learner: your own copy of the chapters with the
+                              exercises blank (written once, never overwritten), in JupyterLab
   train METHOD [options]      train a model (methods: see 'train --help'); --help lists the options
   evaluate WEIGHTS [options]  depth metrics of a trained model on a synthetic split or on KITTI raw
   predict IMAGE... [options]  coloured disparity PNG and raw .npy for each image
@@ -518,6 +520,10 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    if command == "start":
+        from .start import main as start_main
+
+        return start_main(rest)
     if command == "student":
         from .student import main as student_main
 

@@ -15,6 +15,7 @@ How a check behaves (chapter 00 explains it to students):
 """
 
 from .engine import CheckFailed, ExerciseNotDone, grading_mode
+from .solutions import solution
 from .ch00_start import check_image_to_tensor
 from .ch01_stereo import (
     check_disparity_to_depth,
@@ -75,6 +76,7 @@ from .ch11_beyond import (
 from .a1_world import check_ray_box
 
 __all__ = [
+    "solution",
     "CheckFailed",
     "ExerciseNotDone",
     "grading_mode",

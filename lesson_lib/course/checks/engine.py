@@ -4,6 +4,7 @@ result with the reference and say in words what differs (see :mod:`lesson_lib.co
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,6 +128,14 @@ def _constant_ratio_hint(got: Any, want: Any) -> str | None:
     return None
 
 
+def _solution_pointer(exercise: str) -> str:
+    """The last line of a failed check: where a stuck learner finds the worked solution."""
+    m = re.search(r"Exercise ([0-9]+|A[0-9]+)\.([0-9]+)", exercise)
+    if not m:
+        return ""
+    return f"\n  Stuck? checks.solution(\"{m.group(1)}.{m.group(2)}\") prints a worked solution."
+
+
 def run_check(
     exercise: str,
     student_fn: Callable[..., Any],
@@ -181,7 +190,7 @@ def run_check(
         msg = f"{exercise}: wrong on case {n} of {len(cases)} ({case.label}):\n  {problem}"
         if hints:
             msg += "\n  Hint: " + "\n  Hint: ".join(hints)
-        raise CheckFailed(msg)
+        raise CheckFailed(msg + _solution_pointer(exercise))
     print(f"[passed] {exercise}: all {len(cases)} cases match the reference.")
     return True
 
