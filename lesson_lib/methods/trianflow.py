@@ -391,6 +391,10 @@ def ray_angle_deg(p1: torch.Tensor, p2: torch.Tensor, K: torch.Tensor, R: torch.
     meet, for one intrinsics ``K (B, 3, 3)`` and the rotation ``R (B, 3, 3)`` of ``X2 = R X1 + t``:
     both rays in frame 1's orientation (``K^-1 p1`` and ``R^T K^-1 p2``), in float64. Near 0 the
     midpoint triangulation is ill-conditioned (near the focus of expansion, or far away)."""
+    dims = check_tensor(p1, "p1", ("B", "N", 2))
+    check_tensor(p2, "p2", ("B", "N", 2), dims=dims)
+    check_tensor(K, "K", ("B", 3, 3), dims=dims)
+    check_tensor(R, "R", ("B", 3, 3), dims=dims)
     kinv = torch.linalg.inv(K.double())
 
     def ray(p: torch.Tensor) -> torch.Tensor:
@@ -573,6 +577,10 @@ def move_depth(depth: torch.Tensor, R: torch.Tensor, t: torch.Tensor, K: torch.T
     ``(uv (B, 2, H, W) in frame 2, z (B, 1, H, W) their depth in frame 2)``."""
     from ..camera import pixel_grid
 
+    dims = check_tensor(depth, "depth", ("B", 1, "H", "W"))
+    check_tensor(R, "R", ("B", 3, 3), dims=dims)
+    check_tensor(t, "t", ("B", 3), dims=dims)
+    check_tensor(K, "K", ("B", 3, 3), dims=dims)
     b, _, h, w = depth.shape
     M = K @ R @ torch.linalg.inv(K)
     grid = pixel_grid(h, w, depth.dtype, depth.device).reshape(1, 3, h * w)
