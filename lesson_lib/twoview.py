@@ -287,7 +287,7 @@ def epipolar_design_matrix(p1: torch.Tensor, p2: torch.Tensor) -> torch.Tensor:
 
 @float32_geometry
 def enforce_rank2(F: torch.Tensor) -> torch.Tensor:
-    """The closest rank-2 matrix to ``F`` in the Frobenius norm (chapter 08, Exercise 8.2):
+    """The closest rank-2 matrix to ``F`` in the Frobenius norm (chapter 08, part of Exercise 8.2):
     ``U diag(s1, s2, 0) V^T`` from the SVD ``F = U diag(s1, s2, s3) V^T``; the scale is kept.
 
     A fundamental matrix has rank 2 because all epipolar lines meet in the epipole: ``F e1 = 0``.
@@ -332,7 +332,7 @@ def _check_not_collinear(x: torch.Tensor, which: str, tol: float) -> None:
 
 @float32_geometry
 def fundamental_8point(p1: torch.Tensor, p2: torch.Tensor, normalise: bool = True) -> torch.Tensor:
-    """The fundamental matrix from ``N >= 8`` correspondences (chapter 08): Hartley's normalised
+    """The fundamental matrix from ``N >= 8`` correspondences (chapter 08, Exercise 8.2): Hartley's normalised
     8-point algorithm.
 
     1. Normalise each image's points with :func:`normalising_transform` (``T1``, ``T2``).
@@ -651,7 +651,8 @@ def ransac_fundamental(
     refit_iters: int = 10,
     return_info: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, RansacInfo]:
-    """Robust F from correspondences with outliers: RANSAC on the 8-point algorithm (chapter 08).
+    """Robust F from correspondences with outliers: RANSAC on the 8-point algorithm (chapter 08;
+    Exercise 8.3 writes its plain loop).
 
     1. **Sample and score, in batches.** Each round draws ``batch_size`` samples of 8 distinct
        correspondences per batch element, solves every sample's (Hartley-normalised) 8-point
@@ -788,7 +789,7 @@ _W = ((0.0, -1.0, 0.0), (1.0, 0.0, 0.0), (0.0, 0.0, 1.0))
 
 @float32_geometry
 def decompose_essential(E: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The four poses an essential matrix allows (chapter 08).
+    """The four poses an essential matrix allows (chapter 08, Exercise 8.4).
 
     With the SVD ``E = U diag(1, 1, 0) V^T`` (``U``, ``V`` made rotations by flipping their
     sign, which only flips the sign of ``E``) and ``W`` the rotation by 90 degrees about z,
@@ -843,7 +844,7 @@ def decompose_essential(E: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 @float32_geometry
 def in_front(R: torch.Tensor, t: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
-    """Cheirality (chapter 08, Exercise 8.3): which points ``X`` ``(N, 3)`` or ``(B, N, 3)``, in
+    """Cheirality (chapter 08, Exercise 8.5): which points ``X`` ``(N, 3)`` or ``(B, N, 3)``, in
     camera 1's frame, lie in front of **both** cameras: ``z1 > 0`` and ``z2 > 0`` with
     ``X2 = R X1 + t``. Returns ``(N,)`` or ``(B, N)`` bool (strictly in front: a point in a
     camera's own plane, ``z = 0``, is not)."""
@@ -922,7 +923,7 @@ def reprojection_error(
 def triangulate_midpoint(
     p1: torch.Tensor, p2: torch.Tensor, K1: torch.Tensor, K2: torch.Tensor, R: torch.Tensor, t: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Triangulation by the midpoint method (chapter 08, Exercise 8.4).
+    """Triangulation by the midpoint method (chapter 08, Exercise 8.6).
 
     In camera 1's frame the first ray leaves ``O1 = 0`` along ``d1 = K1^-1 x1``; the second leaves
     camera 2's centre ``O2 = -R^T t`` along ``d2 = R^T K2^-1 x2``. (Erratum seen in public

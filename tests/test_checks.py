@@ -471,7 +471,8 @@ def test_student_exception_and_non_function_and_none():
     "check",
     [checks.check_wta_subpixel, checks.check_lr_consistency, checks.check_left_right_term, checks.check_post_process,
      checks.check_source_pixels, checks.check_explainability_loss, checks.check_ate_alignment,
-     checks.check_normalising_transform, checks.check_rank2_projection, checks.check_in_front, checks.check_midpoint],
+     checks.check_normalising_transform, checks.check_eight_point, checks.check_ransac, checks.check_four_poses,
+     checks.check_in_front, checks.check_midpoint],
 )
 def test_later_chapter_stubs_report_not_done_and_fail_when_grading(check, monkeypatch, capsys):
     monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)

@@ -54,7 +54,9 @@ from .ch07_sfmlearner import (
 )
 from .ch08_twoview import (
     check_normalising_transform,
-    check_rank2_projection,
+    check_eight_point,
+    check_ransac,
+    check_four_poses,
     check_in_front,
     check_midpoint,
 )
@@ -103,7 +105,9 @@ __all__ = [
     "check_explainability_loss",
     "check_ate_alignment",
     "check_normalising_transform",
-    "check_rank2_projection",
+    "check_eight_point",
+    "check_ransac",
+    "check_four_poses",
     "check_in_front",
     "check_midpoint",
     "check_ray_angle",

@@ -12,7 +12,9 @@ from .engine import Case, run_check, seeded_generator
 
 __all__ = [
     "check_normalising_transform",
-    "check_rank2_projection",
+    "check_eight_point",
+    "check_ransac",
+    "check_four_poses",
     "check_in_front",
     "check_midpoint",
 ]
@@ -59,51 +61,185 @@ def check_normalising_transform(student_fn: Callable) -> bool:
                      rtol=1e-7, atol=1e-9)
 
 
-def _rank2_wrong(F, which):
-    U, S, Vh = torch.linalg.svd(F)
-    if which == "largest":
-        S = torch.stack([torch.zeros_like(S[0]), S[1], S[2]])
-    elif which == "V":
-        S = torch.stack([S[0], S[1], torch.zeros_like(S[2])])
-        return U @ torch.diag(S) @ Vh.mT
-    elif which == "equal":
-        m = (S[0] + S[1]) / 2
-        S = torch.stack([m, m, torch.zeros_like(m)])
-    elif which == "unit":
-        S = torch.stack([S[0], S[1], torch.zeros_like(S[2])])
-        out = U @ torch.diag(S) @ Vh
-        return out / out.norm()
-    return U @ torch.diag(S) @ Vh
+def _unit(F: torch.Tensor) -> torch.Tensor:
+    """``F`` up to scale and sign: unit Frobenius norm, its entry of largest magnitude positive."""
+    F = torch.as_tensor(F, dtype=F64)
+    F = F / F.norm()
+    flat = F.flatten()
+    return F * torch.sign(flat[flat.abs().argmax()])
 
 
-def check_rank2_projection(student_fn: Callable) -> bool:
-    """Exercise 8.2: ``fn(F (3, 3)) -> (3, 3)``, the closest rank-2 matrix in the Frobenius norm
-    (the scale of ``F`` is kept)."""
+def _eight_point_variant(p1, p2, normalise=True, rank2=True, undo=True, swap=False, vector="last", undo_T=False):
+    """The normalised 8-point algorithm with the known mistakes switched on (for the hints)."""
+    h = lambda p: torch.cat([p, torch.ones(len(p), 1, dtype=p.dtype)], 1)  # noqa: E731
+    if swap:
+        p1, p2 = p2, p1
+    T1 = twoview.normalising_transform(p1) if normalise else torch.eye(3, dtype=F64)
+    T2 = twoview.normalising_transform(p2) if normalise else torch.eye(3, dtype=F64)
+    x1, x2 = h(p1) @ T1.T, h(p2) @ T2.T
+    A = torch.stack([x2[:, 0] * x1[:, 0], x2[:, 0] * x1[:, 1], x2[:, 0], x2[:, 1] * x1[:, 0], x2[:, 1] * x1[:, 1],
+                     x2[:, 1], x1[:, 0], x1[:, 1], torch.ones_like(x1[:, 0])], 1)
+    Vh = torch.linalg.svd(A).Vh
+    Fn = (Vh[-1] if vector == "last" else Vh[0]).reshape(3, 3)
+    if rank2:
+        U, S, Vh3 = torch.linalg.svd(Fn)
+        Fn = U @ torch.diag(torch.stack([S[0], S[1], torch.zeros_like(S[2])])) @ Vh3
+    if not undo:
+        return Fn
+    return T2 @ Fn @ T1.T if undo_T else T2.T @ Fn @ T1
+
+
+def check_eight_point(student_fn: Callable) -> bool:
+    """Exercise 8.2: ``fn(p1 (N, 2), p2 (N, 2)) -> F (3, 3)``, the normalised 8-point algorithm
+    with the rank-2 projection, ``x2^T F x1 = 0``; compared up to scale and sign."""
     g = seeded_generator(82)
-    F_true = twoview.fundamental_from_essential(
-        twoview.essential_from_pose(pose.axis_angle_to_matrix(torch.tensor([[0.02, -0.05, 0.01]], dtype=F64))[0],
-                                    torch.tensor([0.3, 0.0, 1.0], dtype=F64)),
-        torch.tensor([[500.0, 0, 320], [0, 500, 240], [0, 0, 1]], dtype=F64),
-        torch.tensor([[500.0, 0, 320], [0, 500, 240], [0, 0, 1]], dtype=F64),
-    )
-    noisy = F_true / F_true.norm() + 1e-3 * torch.randn(3, 3, generator=g, dtype=F64)
+    K = torch.tensor([[500.0, 0, 320], [0, 500, 240], [0, 0, 1]], dtype=F64)
+    R = pose.axis_angle_to_matrix(torch.tensor([[0.02, -0.05, 0.01]], dtype=F64))[0]
+    t = torch.tensor([0.3, 0.0, 1.0], dtype=F64)
+    X = torch.rand(60, 3, generator=g, dtype=F64) * torch.tensor([8.0, 4.0, 12.0], dtype=F64) + torch.tensor([-4.0, -2.0, 4.0], dtype=F64)
+    p1, p2 = twoview.project_pair(X, K, K, R, t)
+    q1 = p1 + 0.5 * torch.randn(p1.shape, generator=g, dtype=F64)
+    q2 = p2 + 0.5 * torch.randn(p2.shape, generator=g, dtype=F64)
+    R2 = pose.axis_angle_to_matrix(torch.tensor([[0.0, 0.3, 0.0]], dtype=F64))[0]
+    s1, s2 = twoview.project_pair(X[:20], K, K, R2, torch.tensor([-1.0, 0.1, 0.2], dtype=F64))
+    s1 = s1 + 1.0 * torch.randn(s1.shape, generator=g, dtype=F64)
+    s2 = s2 + 1.0 * torch.randn(s2.shape, generator=g, dtype=F64)
     cases = [
-        Case("diag(3, 2, 1)", (torch.diag(torch.tensor([3.0, 2.0, 1.0], dtype=F64)),)),
-        Case("a random full-rank matrix", (torch.randn(3, 3, generator=g, dtype=F64) * 4,)),
-        Case("an 8-point estimate with noise (nearly rank 2)", (noisy,)),
+        Case("60 exact correspondences of a forward motion", (p1, p2)),
+        Case("the same with 0.5 px of noise (the least-squares solution has rank 3)", (q1, q2)),
+        Case("20 correspondences of a sideways step and a turn, 1 px of noise", (s1, s2)),
     ]
     mistakes = [
-        (lambda F: _rank2_wrong(F, "largest"), "zero the smallest singular value (the last of torch.linalg.svd's), not the largest"),
-        (lambda F: _rank2_wrong(F, "V"), "torch.linalg.svd returns V^T (Vh): rebuild with U @ diag(S) @ Vh, not Vh transposed"),
-        (lambda F: _rank2_wrong(F, "equal"), "that is the projection onto essential matrices (two equal singular values); for F keep s1 and s2"),
-        (lambda F: _rank2_wrong(F, "unit"), "keep the scale: do not divide by the norm"),
-        (lambda F: torch.cat([F[:2], torch.zeros_like(F[2:])]), "zeroing a row gives rank 2 but not the closest rank-2 matrix: use the SVD"),
+        (lambda a, b: _eight_point_variant(a, b, normalise=False), "normalise each image's points first (exercise 8.1), then undo it"),
+        (lambda a, b: _eight_point_variant(a, b, rank2=False), "project the least-squares F to rank 2 (zero its smallest singular value)"),
+        (lambda a, b: _eight_point_variant(a, b, undo=False), "undo the normalisation: F = T2^T F_n T1, back in pixels"),
+        (lambda a, b: _eight_point_variant(a, b, undo_T=True), "undo the normalisation with F = T2^T F_n T1 (x2^T F x1 = (T2 x2)^T F_n (T1 x1))"),
+        (lambda a, b: _eight_point_variant(a, b, swap=True), "that is F transposed: the rows of A are (u2 u1, u2 v1, u2, v2 u1, v2 v1, v2, u1, v1, 1) for x2^T F x1"),
+        (lambda a, b: _eight_point_variant(a, b, vector="first"), "f is the right singular vector of the smallest singular value: the last row of Vh"),
     ]
-    return run_check("Exercise 8.2 (rank2_projection)", student_fn, twoview.enforce_rank2, cases, mistakes, rtol=1e-7, atol=1e-10)
+    return run_check("Exercise 8.2 (eight_point)", lambda a, b: _unit(student_fn(a, b)),
+                     lambda a, b: _unit(twoview.fundamental_8point(a, b)), cases,
+                     [(lambda a, b, f=f: _unit(f(a, b)), hint) for f, hint in mistakes], rtol=1e-6, atol=1e-9)
+
+
+def _ransac_variant(p1, p2, threshold, confidence, generator, power=True, k_from="best", adaptive=True,
+                    draw="randperm", log_of="1-c", keep="best"):
+    """The exercise's RANSAC loop with the known mistakes switched on (for the hints)."""
+    n = len(p1)
+    best_F, best_inl, best_count, k, drawn = None, None, -1, math.inf, 0
+    while drawn < min(k, 5000):
+        idx = torch.randperm(n, generator=generator)[:8] if draw == "randperm" else torch.randint(n, (8,), generator=generator)
+        F = twoview.fundamental_8point(p1[idx], p2[idx])
+        inl = twoview.sampson_distance(F, p1, p2) <= threshold
+        drawn += 1
+        count = int(inl.sum())
+        better = count > best_count
+        if better or keep == "last":
+            best_F, best_inl, best_count = F, inl, max(count, best_count) if keep == "best" else count
+        if adaptive and (better or k_from == "current"):
+            w = (count if k_from == "current" else best_count) / n
+            good = w**8 if power else w
+            top = math.log(1 - confidence) if log_of == "1-c" else math.log(confidence)
+            k = 1 if good >= 1 else (math.inf if good <= 0 else math.ceil(top / math.log(1 - good)))
+    return best_F, best_inl, drawn
+
+
+def check_ransac(student_fn: Callable) -> bool:
+    """Exercise 8.3: ``fn(p1, p2, threshold, confidence, generator) -> (F, inliers, samples)``,
+    the RANSAC loop: samples of 8 drawn with ``torch.randperm(N, generator=generator)[:8]``, each
+    fitted by ``twoview.fundamental_8point``, scored by the count of Sampson distances
+    ``<= threshold``; the best model kept (strictly more inliers replace it) and, after each
+    improvement, the number of samples needed ``k = log(1 - confidence) / log(1 - w^8)`` for its
+    inlier share ``w``; stop once ``k`` (or 5,000) samples are drawn. Each case is run with a
+    fresh generator of the same seed, so a correct loop draws the same samples as the reference."""
+    g = seeded_generator(85)
+    K = torch.tensor([[450.0, 0, 300], [0, 450, 200], [0, 0, 1]], dtype=F64)
+    R = pose.axis_angle_to_matrix(torch.tensor([[0.0, 0.08, 0.0]], dtype=F64))[0]
+    X = torch.rand(150, 3, generator=g, dtype=F64) * torch.tensor([10.0, 5.0, 15.0], dtype=F64) + torch.tensor([-5.0, -2.5, 4.0], dtype=F64)
+
+    def scene(t, outliers, noise):
+        p1, p2 = twoview.project_pair(X, K, K, R, torch.tensor(t, dtype=F64))
+        p1 = p1 + noise * torch.randn(p1.shape, generator=g, dtype=F64)
+        p2 = p2 + noise * torch.randn(p2.shape, generator=g, dtype=F64)
+        bad = torch.randperm(len(X), generator=g)[: int(outliers * len(X))]
+        p2[bad] = torch.rand(len(bad), 2, generator=g, dtype=F64) * torch.tensor([600.0, 400.0], dtype=F64)
+        return p1, p2
+
+    cases = [
+        Case("150 correspondences, 30 % outliers, no noise", (*scene([0.2, 0.0, -1.0], 0.3, 0.0), 1.0, 0.99, 1)),
+        Case("150 correspondences, 40 % outliers, 0.3 px of noise", (*scene([0.5, 0.1, -0.8], 0.4, 0.3), 1.0, 0.99, 2)),
+        Case("150 exact correspondences, no outliers (one sample is enough)", (*scene([-0.6, 0.0, -0.5], 0.0, 0.0), 1.0, 0.99, 3)),
+    ]
+
+    def seeded(fn):
+        def run(p1, p2, thr, conf, seed):
+            F, inliers, samples = fn(p1, p2, thr, conf, torch.Generator().manual_seed(seed))
+            return _unit(F), inliers, samples  # F up to scale and sign: the learner's own eight_point may scale it differently
+
+        return run
+
+    mistakes = [
+        (lambda *a: _ransac_variant(*a, power=False), "a sample is all inliers with probability w^8, not w: k = log(1 - confidence) / log(1 - w**8)"),
+        (lambda *a: _ransac_variant(*a, k_from="current"), "compute k from the best model's inlier share, and only when a model improves on the best"),
+        (lambda *a: _ransac_variant(*a, adaptive=False), "stop once k samples are drawn: update k from the best inlier share after each improvement"),
+        (lambda *a: _ransac_variant(*a, draw="randint"), "draw 8 distinct correspondences with torch.randperm(N, generator=generator)[:8]"),
+        (lambda *a: _ransac_variant(*a, log_of="c"), "k = log(1 - confidence) / log(1 - w^8): the probability of failing is 1 - confidence"),
+        (lambda *a: _ransac_variant(*a, keep="last"), "keep the model with the most inliers, not the last one drawn"),
+    ]
+    return run_check("Exercise 8.3 (ransac)", seeded(student_fn), seeded(_ransac_variant), cases,
+                     [(seeded(f), hint) for f, hint in mistakes], rtol=1e-9, atol=1e-12)
+
+
+def _canonical_poses(Rs, ts):
+    """Four (R, t) in a fixed order (trace of R, then t's sign), t at unit length: the order of
+    the hypotheses, and the length of t, are not part of the answer."""
+    Rs = torch.as_tensor(Rs, dtype=F64)
+    ts = torch.as_tensor(ts, dtype=F64).reshape(-1, 3)
+    ts = ts / ts.norm(dim=1, keepdim=True)
+    k = int(ts[0].abs().argmax())
+    order = sorted(range(len(Rs)), key=lambda i: (-round(float(torch.diagonal(Rs[i]).sum()), 6), -float(ts[i, k])))
+    return Rs[order], ts[order]
+
+
+def _four_poses_variant(E, fix_det=True, both_W=False, t_from="U", Vh_T=False):
+    U, S, Vh = torch.linalg.svd(E)
+    if fix_det:
+        U = U * torch.sign(torch.linalg.det(U))
+        Vh = Vh * torch.sign(torch.linalg.det(Vh))
+    W = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], dtype=E.dtype)
+    V_T = Vh.T if Vh_T else Vh
+    R1, R2 = U @ W @ V_T, U @ (W if both_W else W.T) @ V_T
+    t = U[:, 2] if t_from == "U" else Vh[2]
+    return torch.stack([R1, R1, R2, R2]), torch.stack([t, -t, t, -t])
+
+
+def check_four_poses(student_fn: Callable) -> bool:
+    """Exercise 8.4: ``fn(E (3, 3)) -> (Rs (4, 3, 3), ts (4, 3))``, the four poses an essential
+    matrix allows; compared in a fixed order, with ``t`` at unit length."""
+    cases = []
+    for label, aa, t in (("a turn about y and a step forward", [0.0, 0.3, 0.0], [0.1, 0.0, -1.0]),
+                         ("a general small motion", [0.05, -0.1, 0.02], [0.6, -0.2, 0.3]),
+                         ("a sideways step, no rotation", [0.0, 0.0, 0.0], [-1.0, 0.0, 0.0])):
+        R = pose.axis_angle_to_matrix(torch.tensor([aa], dtype=F64))[0]
+        E = twoview.essential_from_pose(R, torch.tensor(t, dtype=F64))
+        cases.append(Case(label, (E,)))
+        cases.append(Case(label + ", E negated and scaled by 3", (-3.0 * E,)))
+
+    def canon(fn):
+        return lambda E: _canonical_poses(*fn(E))
+
+    mistakes = [
+        (lambda E: _four_poses_variant(E, fix_det=False), "make U and V rotations (flip the sign of one with determinant -1): otherwise R can be a reflection"),
+        (lambda E: _four_poses_variant(E, both_W=True), "the second rotation is U W^T V^T (the twisted pair), not U W V^T again"),
+        (lambda E: _four_poses_variant(E, t_from="V"), "t spans E's left null space: the last column of U, not of V"),
+        (lambda E: _four_poses_variant(E, Vh_T=True), "torch.linalg.svd returns V^T (Vh): R = U W Vh, not U W Vh^T"),
+    ]
+    return run_check("Exercise 8.4 (four_poses)", canon(student_fn), canon(twoview.decompose_essential), cases,
+                     [(canon(f), hint) for f, hint in mistakes], rtol=1e-7, atol=1e-9)
 
 
 def check_in_front(student_fn: Callable) -> bool:
-    """Exercise 8.3: ``fn(R (3, 3), t (3,), X (N, 3)) -> (N,) bool``: which points (camera 1's
+    """Exercise 8.5: ``fn(R (3, 3), t (3,), X (N, 3)) -> (N,) bool``: which points (camera 1's
     frame) lie strictly in front of both cameras, with ``X2 = R X1 + t``."""
     g = seeded_generator(83)
     R = pose.axis_angle_to_matrix(torch.tensor([[0.0, 0.6, 0.0]], dtype=F64))[0]  # 34 deg about y
@@ -128,7 +264,7 @@ def check_in_front(student_fn: Callable) -> bool:
         (lambda R, t, X: (X[:, 2] >= 0) & ((X @ R.T + t)[:, 2] >= 0), "strictly in front: a point in a camera's plane (z = 0) is not in front of it"),
         (lambda R, t, X: (X[:, 2] > 0) & ((X @ R.T)[:, 2] > 0), "add t: X2 = R X1 + t"),
     ]
-    return run_check("Exercise 8.3 (in_front)", student_fn, twoview.in_front, cases, mistakes)
+    return run_check("Exercise 8.5 (in_front)", student_fn, twoview.in_front, cases, mistakes)
 
 
 def _midpoint_ref(p1, p2, K1, K2, R, t):
@@ -154,7 +290,7 @@ def _midpoint_variant(p1, p2, K1, K2, R, t, origin2="right", rotate=True, point=
 
 
 def check_midpoint(student_fn: Callable) -> bool:
-    """Exercise 8.4: ``fn(p1 (N, 2), p2 (N, 2), K1, K2, R, t) -> X (N, 3)``: midpoint
+    """Exercise 8.6: ``fn(p1 (N, 2), p2 (N, 2), K1, K2, R, t) -> X (N, 3)``: midpoint
     triangulation in camera 1's frame, with ``X2 = R X1 + t``."""
     g = seeded_generator(84)
     K1 = torch.tensor([[500.0, 0, 319.5], [0, 500, 239.5], [0, 0, 1]], dtype=F64)
@@ -176,7 +312,7 @@ def check_midpoint(student_fn: Callable) -> bool:
     ]
     mistakes = [
         (lambda *a: _midpoint_variant(*a, origin2="zero"),
-         "the second ray starts at camera 2's centre O2 = -R^T t, not at camera 1's (a known erratum: it passes through O2 and x2)"),
+         "the second ray starts at camera 2's centre O2 = -R^T t, not at camera 1's: it passes through O2 and x2"),
         (lambda *a: _midpoint_variant(*a, origin2="t"), "camera 2's centre in camera 1's frame is O2 = -R^T t, not t"),
         (lambda *a: _midpoint_variant(*a, origin2="-t"), "camera 2's centre in camera 1's frame is O2 = -R^T t: rotate -t by R^T"),
         (lambda *a: _midpoint_variant(*a, rotate=False), "rotate the second ray's direction into camera 1's frame: R^T K2^-1 x2"),
@@ -184,4 +320,4 @@ def check_midpoint(student_fn: Callable) -> bool:
         (lambda *a: _midpoint_variant(*a, point="first"), "return the midpoint of the two closest points, not the point on the first ray"),
         (lambda *a: _midpoint_variant(*a, point="second"), "return the midpoint of the two closest points, not the point on the second ray"),
     ]
-    return run_check("Exercise 8.4 (midpoint)", student_fn, _midpoint_ref, cases, mistakes, rtol=1e-6, atol=1e-8)
+    return run_check("Exercise 8.6 (midpoint)", student_fn, _midpoint_ref, cases, mistakes, rtol=1e-6, atol=1e-8)
