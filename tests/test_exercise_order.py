@@ -13,6 +13,11 @@ import pytest
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 TWINS = {
+    "07_sfmlearner.ipynb": {
+        "ex7_1_": ["rigid_sample_points", "rigid_warp"],
+        "ex7_2_": ["sfmlearner_loss", "Trainer"],
+        "ex7_3_": ["ate_snippets"],
+    },
     "08_two_view_geometry.ipynb": {
         "ex8_1_": ["normalising_transform"],
         "ex8_2_": ["fundamental_8point", "enforce_rank2", "ransac_fundamental", "recover_pose"],
@@ -27,7 +32,13 @@ TWINS = {
         "ex9_4_": ["register_depth"],
     },
     "10_evaluation.ipynb": {
-        "ex10_3_": ["umeyama_alignment"],
+        "ex10_1_": ["image_depth_errors", "per_image_metrics", "evaluate", "evaluate_model"],
+        "ex10_2_": ["per_image_metrics", "evaluate", "evaluate_model"],
+        "ex10_3_": ["umeyama_alignment", "align_trajectory", "trajectory_report"],
+    },
+    "11_beyond_the_papers.ipynb": {
+        "ex11_1_": ["min_reprojection"],
+        "ex11_2_": ["automask"],
     },
 }
 
