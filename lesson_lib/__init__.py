@@ -16,7 +16,8 @@ The maths, by chapter
 - :mod:`lesson_lib.stereo_opt` -- stereo by optimisation, coarse to fine (chapter 05)
 - :mod:`lesson_lib.metrics`    -- depth metrics, median scaling, EPE / bad-pixel rates (chapters 05, 06, 10)
 - :mod:`lesson_lib.twoview`    -- epipolar geometry: the 8-point algorithm, RANSAC, pose from E,
-  triangulation (chapter 08; chapter 09 trains with it)
+  triangulation (chapter 08; chapter 09 trains with it); one package, a module per step
+  (``epipolar``, ``eight_point``, ``ransac``, ``pose_recovery``, ``triangulation``)
 - :mod:`lesson_lib.trajectory` -- whole drives: chaining motions, 7-DoF alignment, KITTI's drift errors (chapter 10)
 - :mod:`lesson_lib.evaluation` -- the evaluation protocol every method is measured with (06-11)
 
