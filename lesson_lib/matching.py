@@ -41,8 +41,8 @@ from .warping import stereo_warp
 
 __all__ = [
     "COSTS",
-    "census_transform",
-    "cost_volume",
+    "census_bits",
+    "stereo_cost_volume",
     "winner_take_all",
     "left_right_check",
     "fill_inconsistent",
@@ -64,10 +64,14 @@ def _check_max_disp(max_disp: int, width: int) -> None:
         raise ValueError(f"max_disp must be < the image width {width}, got {max_disp}")
 
 
-def census_transform(image: torch.Tensor, window: int = 5) -> torch.Tensor:
-    """Census transform ``(B, window**2 - 1, H, W)`` of an image ``(B, C, H, W)``: for every
-    neighbour in the ``window`` square (centre excluded), True where the neighbour's grey value
-    (channel mean) is smaller than the centre's. Replicated border."""
+def census_bits(image: torch.Tensor, window: int = 5) -> torch.Tensor:
+    """Census bits ``(B, window**2 - 1, H, W)`` bool of an image ``(B, C, H, W)`` (chapter 05): for
+    every neighbour in the ``window`` square (centre excluded), True where the neighbour's grey
+    value (channel mean) is smaller than the centre's. Replicated border.
+
+    The hard census transform that stereo matching compares bit by bit (Hamming distance in
+    :func:`stereo_cost_volume`); the flow loss of chapter 09 uses a soft, differentiable one,
+    :func:`lesson_lib.losses.census_transform`."""
     check_tensor(image, "image", ("B", None, "H", "W"))
     _check_window(window, "census_window")
     g = image.mean(1, keepdim=True)
@@ -118,7 +122,7 @@ def _pixel_cost(a: torch.Tensor, b: torch.Tensor, cost: str, nbits: int) -> torc
 
 
 @torch.no_grad()
-def cost_volume(
+def stereo_cost_volume(
     left: torch.Tensor,
     right: torch.Tensor,
     max_disp: int,
@@ -127,7 +131,9 @@ def cost_volume(
     reference: str = "left",
     census_window: int = 5,
 ) -> torch.Tensor:
-    """Aggregated matching cost of every integer disparity ``0 .. max_disp`` (chapter 05).
+    """Aggregated matching cost of every integer disparity ``0 .. max_disp`` of a rectified
+    stereo pair (chapter 05). (The flow network's search over 2-D displacements is another
+    volume: :func:`lesson_lib.models.flow.correlation_volume`.)
 
     Args:
         left, right: ``(B, C, H, W)`` rectified pair in ``[0, 1]``.
@@ -157,14 +163,14 @@ def cost_volume(
     if reference not in ("left", "right"):
         raise ValueError(f"reference must be 'left' or 'right', got {reference!r}")
     if reference == "right":  # mirrored, the right view becomes a left view: x + d -> x' - d
-        flipped = cost_volume(
+        flipped = stereo_cost_volume(
             right.flip(-1), left.flip(-1), max_disp, window, cost, "left", census_window
         )
         return flipped.flip(-1)
     a, b, nbits = left, right, 0
     if cost == "census":
         nbits = census_window**2 - 1
-        a, b = _pack_bits(census_transform(left, census_window)), _pack_bits(census_transform(right, census_window))
+        a, b = _pack_bits(census_bits(left, census_window)), _pack_bits(census_bits(right, census_window))
     bsz, _, h, w = left.shape
     vol = torch.empty(bsz, max_disp + 1, h, w, dtype=left.dtype, device=left.device)
     for d in range(max_disp + 1):
@@ -279,7 +285,7 @@ def match(
         left view's :func:`left_right_check` mask.
     """
     kw = dict(window=window, cost=cost, census_window=census_window)
-    d_l = winner_take_all(cost_volume(left, right, max_disp, reference="left", **kw), subpixel)
-    d_r = winner_take_all(cost_volume(left, right, max_disp, reference="right", **kw), subpixel)
+    d_l = winner_take_all(stereo_cost_volume(left, right, max_disp, reference="left", **kw), subpixel)
+    d_r = winner_take_all(stereo_cost_volume(left, right, max_disp, reference="right", **kw), subpixel)
     return d_l, d_r, left_right_check(d_l, d_r, threshold)
 

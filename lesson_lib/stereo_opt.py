@@ -62,7 +62,7 @@ import torch.nn.functional as F
 from . import losses
 from ._validate import check_number, check_same_device, check_tensor
 from .images import downsample
-from .matching import cost_volume, fill_inconsistent, left_right_check, winner_take_all
+from .matching import fill_inconsistent, left_right_check, stereo_cost_volume, winner_take_all
 from .warping import stereo_warp
 
 __all__ = [
@@ -409,8 +409,8 @@ def _initial_maps(
     if isinstance(init, str):  # "wta" or "wta_fill"
         md = max(0, min(math.ceil(options.max_disp * ratio), size[1] - 1))
         kw = dict(window=options.init_window, cost="census", census_window=options.init_census_window)
-        d_l = winner_take_all(cost_volume(left_s, right_s, md, reference="left", **kw))
-        d_r = winner_take_all(cost_volume(left_s, right_s, md, reference="right", **kw))
+        d_l = winner_take_all(stereo_cost_volume(left_s, right_s, md, reference="left", **kw))
+        d_r = winner_take_all(stereo_cost_volume(left_s, right_s, md, reference="right", **kw))
         if init == "wta_fill":
             d_l, d_r = check_and_fill(d_l, d_r, options.left_right_threshold)
         return d_l, d_r

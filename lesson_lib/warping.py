@@ -53,6 +53,7 @@ __all__ = [
     "rigid_warp",
     "rigid_sample_points",
     "forward_warp_stereo",
+    "flow_warp",
 ]
 
 _PADDING = ("zeros", "border", "reflection")
@@ -314,3 +315,19 @@ def forward_warp_stereo(
     out = out.scatter_reduce(2, widx[:, None].expand(b, c, -1), left.reshape(b, c, -1), "mean", include_self=False)
     filled = torch.zeros(b, h * w + 1, dtype=torch.bool, device=left.device).scatter(1, widx, True)
     return out[..., : h * w].reshape(b, c, h, w), filled[:, : h * w].reshape(b, 1, h, w), occluded
+
+
+def flow_warp(image: torch.Tensor, flow: torch.Tensor, padding_mode: str = "zeros") -> tuple[torch.Tensor, torch.Tensor]:
+    """Read ``image`` (the second frame) where each pixel of the first frame moves to:
+    ``warped[p] = image[p + flow[p]]`` (bilinear; chapter 03's backward warp, used with optical
+    flow in chapter 09). ``padding_mode`` says what is read outside (as :func:`sample`).
+
+    Args:
+        image: ``(B, C, H, W)`` the second frame (or its features, or another flow field).
+        flow: ``(B, 2, H, W)`` in pixels, ``(du, dv)`` from the first frame to the second.
+
+    Returns ``(warped (B, C, H, W), valid (B, 1, H, W))``: valid where ``p + flow`` lies inside."""
+    dims = check_tensor(image, "image", ("B", "C", "H", "W"))
+    check_tensor(flow, "flow", ("B", 2, "H", "W"), dims=dims)
+    grid = pixel_grid(*flow.shape[-2:], dtype=flow.dtype, device=flow.device)[:2]
+    return sample(image, grid[None] + flow, padding_mode, True)

@@ -1,19 +1,20 @@
-"""The flow network's parts (chapter 09): cost volume, flow warp and upsampling against known
+"""The flow network's parts (chapter 09): correlation volume, flow warp and upsampling against known
 answers, and the network's shapes, gradients and input checks."""
 
 import pytest
 import torch
 
 from lesson_lib.models import count_parameters
-from lesson_lib.models.flow import FlowNet, cost_volume, flow_warp, upsample_flow
+from lesson_lib.models.flow import FlowNet, correlation_volume, upsample_flow
+from lesson_lib.warping import flow_warp
 
 
-def test_cost_volume_finds_a_known_shift_and_matches_a_loop():
+def test_correlation_volume_finds_a_known_shift_and_matches_a_loop():
     g = torch.Generator().manual_seed(0)
     f1 = torch.randn(2, 8, 10, 12, generator=g, dtype=torch.float64)
     f2 = torch.roll(f1, shifts=(-1, 2), dims=(2, 3))  # f1[v, u] reappears at f2[v - 1, u + 2]
     d = 3
-    cv = cost_volume(f1, f2, d)
+    cv = correlation_volume(f1, f2, d)
     assert cv.shape == (2, 49, 10, 12)
     assert int(cv[0, :, 5, 5].argmax()) == (-1 + d) * (2 * d + 1) + (2 + d)  # dv = -1, du = +2
     # against a plain loop, borders (zero padding) included
@@ -24,9 +25,9 @@ def test_cost_volume_finds_a_known_shift_and_matches_a_loop():
         want = (f1[b, :, v, u] * f2[b, :, v + dv, u + du]).mean() if inside else torch.tensor(0.0, dtype=torch.float64)
         torch.testing.assert_close(cv[b, k, v, u], want)
     with pytest.raises(ValueError, match="f2"):
-        cost_volume(f1, f2[:, :4])
+        correlation_volume(f1, f2[:, :4])
     with pytest.raises(ValueError, match="max_displacement"):
-        cost_volume(f1, f2, -1)
+        correlation_volume(f1, f2, -1)
 
 
 def test_flow_warp_identity_and_integer_shift():

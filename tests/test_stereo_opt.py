@@ -63,7 +63,7 @@ def _two_layer_scene(d_bg=2, d_fg=8, x0=40, x1=70):
 @pytest.mark.parametrize("cost", matching.COSTS)
 def test_wta_recovers_a_constant_integer_shift_exactly(cost):
     left, right = _shifted_pair(5)
-    vol = matching.cost_volume(left, right, max_disp=12, window=5, cost=cost)
+    vol = matching.stereo_cost_volume(left, right, max_disp=12, window=5, cost=cost)
     assert vol.shape == (1, 13, H, W)
     assert torch.isinf(vol[:, 12, :, :12]).all() and torch.isfinite(vol[:, 12, :, 12:]).all()
     d = matching.winner_take_all(vol, subpixel=False)
@@ -71,7 +71,7 @@ def test_wta_recovers_a_constant_integer_shift_exactly(cost):
     assert torch.equal(d[..., 2:-2, 14:-2], torch.full_like(d[..., 2:-2, 14:-2], 5.0))
     # the right view's volume: the right pixel x matches the left pixel x + d
     d_r = matching.winner_take_all(
-        matching.cost_volume(left, right, 12, window=5, cost=cost, reference="right"), subpixel=False
+        matching.stereo_cost_volume(left, right, 12, window=5, cost=cost, reference="right"), subpixel=False
     )
     assert torch.equal(d_r[..., 2:-2, 2:-14], torch.full_like(d_r[..., 2:-2, 2:-14], 5.0))
 
@@ -80,7 +80,7 @@ def test_wta_recovers_piecewise_constant_disparity_exactly():
     img = _astronaut()
     left = img[..., :W].contiguous()
     right = torch.cat([img[..., : H // 2, 3 : 3 + W], img[..., H // 2 :, 7 : 7 + W]], dim=2)
-    d = matching.winner_take_all(matching.cost_volume(left, right, 12, window=5), subpixel=False)
+    d = matching.winner_take_all(matching.stereo_cost_volume(left, right, 12, window=5), subpixel=False)
     top, bottom = d[..., 2 : H // 2 - 2, 14:-2], d[..., H // 2 + 2 : -2, 14:-2]
     assert torch.equal(top, torch.full_like(top, 3.0))
     assert torch.equal(bottom, torch.full_like(bottom, 7.0))
@@ -93,7 +93,7 @@ def test_parabola_refinement_recovers_a_subpixel_shift(cost):
     right, inside = warping.stereo_warp(smooth, torch.full_like(smooth[:, :1], 3.4), "left")
     left, right = smooth[..., :W], right[..., :W]
     assert inside[..., :W].all()
-    vol = matching.cost_volume(left, right, 8, window=5, cost=cost)
+    vol = matching.stereo_cost_volume(left, right, 8, window=5, cost=cost)
     inner = matching.winner_take_all(vol)[..., 4:-4, 12:-4]
     integer = matching.winner_take_all(vol, subpixel=False)[..., 4:-4, 12:-4]
     assert abs(float(inner.median()) - 3.4) < 0.1
@@ -102,25 +102,25 @@ def test_parabola_refinement_recovers_a_subpixel_shift(cost):
     assert float((inner - integer).abs().max()) <= 0.5
 
 
-def test_census_transform_basics():
+def test_census_bits_basics():
     img = _astronaut()[..., :W]
-    bits = matching.census_transform(img, 5)
+    bits = matching.census_bits(img, 5)
     assert bits.shape == (1, 24, H, W) and bits.dtype == torch.bool
     # on a constant image no neighbour is smaller than the centre
-    assert not matching.census_transform(torch.full((1, 3, 8, 8), 0.5), 3).any()
+    assert not matching.census_bits(torch.full((1, 3, 8, 8), 0.5), 3).any()
     # a pixel brighter than all its neighbours has every bit set, a darker one none
     spot = torch.zeros(1, 1, 5, 5)
     spot[..., 2, 2] = 1.0
-    assert matching.census_transform(spot, 3)[0, :, 2, 2].all()
-    assert not matching.census_transform(1 - spot, 3)[0, :, 2, 2].any()
+    assert matching.census_bits(spot, 3)[0, :, 2, 2].all()
+    assert not matching.census_bits(1 - spot, 3)[0, :, 2, 2].any()
 
 
-def test_cost_volume_aggregates_with_the_course_box_filter():
+def test_stereo_cost_volume_aggregates_with_the_course_box_filter():
     """The per-pixel SAD cost of disparity 0 is |left - right|, averaged over the window by
     :func:`lesson_lib.losses.box_filter`, to the bit."""
     left, right = _shifted_pair(5)
     for window in (3, 5, 9):
-        vol = matching.cost_volume(left, right, 2, window=window, cost="sad")
+        vol = matching.stereo_cost_volume(left, right, 2, window=window, cost="sad")
         expected = losses.box_filter((left - right).abs().mean(1, keepdim=True), window)
         assert torch.equal(vol[:, :1], expected)
 
@@ -393,17 +393,17 @@ def test_epe_bad_known_numbers():
 def test_bad_input_raises():
     left, right = _shifted_pair(5)
     with pytest.raises(ValueError, match="max_disp"):
-        matching.cost_volume(left, right, -1)
+        matching.stereo_cost_volume(left, right, -1)
     with pytest.raises(ValueError, match="max_disp"):
-        matching.cost_volume(left, right, W)
+        matching.stereo_cost_volume(left, right, W)
     with pytest.raises(ValueError, match="right"):
-        matching.cost_volume(left, right[..., :-6], 8)
+        matching.stereo_cost_volume(left, right[..., :-6], 8)
     with pytest.raises(ValueError, match="window"):
-        matching.cost_volume(left, right, 8, window=4)
+        matching.stereo_cost_volume(left, right, 8, window=4)
     with pytest.raises(ValueError, match="cost"):
-        matching.cost_volume(left, right, 8, cost="ncc")
+        matching.stereo_cost_volume(left, right, 8, cost="ncc")
     with pytest.raises(ValueError, match="reference"):
-        matching.cost_volume(left, right, 8, reference="middle")
+        matching.stereo_cost_volume(left, right, 8, reference="middle")
     with pytest.raises(ValueError, match="disp_right"):
         matching.left_right_check(torch.ones(1, 1, 4, 5), torch.ones(1, 1, 4, 6))
     with pytest.raises(ValueError, match="right"):

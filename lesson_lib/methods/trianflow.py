@@ -63,8 +63,9 @@ from ..camera import resize_intrinsics
 from ..images import resize
 from ..losses import census_error, photometric_error, smoothness
 from ..metrics import depth_metrics, flow_epe
-from ..models import DepthDecoder, FlowNet, ResNetEncoder, flow_warp, upsample_flow
+from ..models import DepthDecoder, FlowNet, ResNetEncoder, upsample_flow
 from ..training import Method, StepContext, option
+from ..warping import flow_warp
 from ..training.config import check_choices, check_input_size
 from .sfmlearner import disparity_to_depth, monocular_disparity
 

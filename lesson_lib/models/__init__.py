@@ -28,13 +28,13 @@ Conventions (shared by the whole course):
 - :mod:`~lesson_lib.models.encoders` -- :class:`ResNetEncoder` (ResNet-18/34 written in the course)
 - :mod:`~lesson_lib.models.depth`    -- :class:`DepthDecoder`, :class:`MonodepthNet`
 - :mod:`~lesson_lib.models.pose`     -- :class:`PoseNet`, SfMLearner's :class:`PoseExpNet` and its mask
-- :mod:`~lesson_lib.models.flow`     -- :class:`FlowNet` (PWC-style), :func:`cost_volume`, :func:`flow_warp`
+- :mod:`~lesson_lib.models.flow`     -- :class:`FlowNet` (PWC-style), :func:`correlation_volume`
 """
 
 from .common import DIVISOR, count_parameters, network_input_size
 from .depth import DepthDecoder, MonodepthNet, default_decoder_channels
 from .encoders import BasicBlock, ResNetEncoder
-from .flow import FlowNet, cost_volume, flow_warp, upsample_flow
+from .flow import FlowNet, correlation_volume, upsample_flow
 from .pose import PoseExpNet, PoseNet, explainability
 
 __all__ = [
@@ -48,8 +48,7 @@ __all__ = [
     "PoseExpNet",
     "explainability",
     "FlowNet",
-    "cost_volume",
-    "flow_warp",
+    "correlation_volume",
     "upsample_flow",
     "count_parameters",
     "network_input_size",

@@ -20,16 +20,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._validate import check_tensor
+from ..warping import flow_warp
 from .common import check_image
 
-__all__ = ["cost_volume", "flow_warp", "upsample_flow", "FlowNet"]
+__all__ = ["correlation_volume", "upsample_flow", "FlowNet"]
 
 
-def cost_volume(f1: torch.Tensor, f2: torch.Tensor, max_displacement: int = 4) -> torch.Tensor:
+def correlation_volume(f1: torch.Tensor, f2: torch.Tensor, max_displacement: int = 4) -> torch.Tensor:
     """Correlation of ``f1`` with ``f2`` shifted by every displacement within
-    ``max_displacement`` pixels: ``(B, (2d+1)^2, H, W)``, channel ``(dv + d) * (2d + 1) + (du + d)``
-    holding ``mean_c f1[c, v, u] * f2[c, v + dv, u + du]`` (zero where ``(u + du, v + dv)`` falls
-    outside ``f2``).
+    ``max_displacement`` pixels (chapter 09; PWC-Net's cost volume): ``(B, (2d+1)^2, H, W)``,
+    channel ``(dv + d) * (2d + 1) + (du + d)`` holding ``mean_c f1[c, v, u] * f2[c, v + dv, u + du]``
+    (zero where ``(u + du, v + dv)`` falls outside ``f2``). A similarity (larger is better), over
+    2-D displacements; chapter 05's stereo cost over disparities is
+    :func:`lesson_lib.matching.stereo_cost_volume`.
 
     Args:
         f1, f2: ``(B, C, H, W)`` feature maps of the same shape.
@@ -47,21 +50,6 @@ def cost_volume(f1: torch.Tensor, f2: torch.Tensor, max_displacement: int = 4) -
         for du in range(2 * d + 1):
             out.append((f1 * padded[:, :, dv : dv + h, du : du + w]).mean(dim=1))
     return torch.stack(out, dim=1)
-
-
-def flow_warp(image: torch.Tensor, flow: torch.Tensor, padding_mode: str = "zeros") -> tuple[torch.Tensor, torch.Tensor]:
-    """Read ``image`` (the second frame) where each pixel of the first frame moves to:
-    ``warped[p] = image[p + flow[p]]`` (bilinear; chapter 03's backward warp). ``padding_mode``
-    says what is read outside (as :func:`lesson_lib.warping.sample`).
-
-    Returns ``(warped (B, C, H, W), valid (B, 1, H, W))``: valid where ``p + flow`` lies inside."""
-    from ..camera import pixel_grid
-    from ..warping import sample
-
-    dims = check_tensor(image, "image", ("B", "C", "H", "W"))
-    check_tensor(flow, "flow", ("B", 2, "H", "W"), dims=dims)
-    grid = pixel_grid(*flow.shape[-2:], dtype=flow.dtype, device=flow.device)[:2]
-    return sample(image, grid[None] + flow, padding_mode, True)
 
 
 def upsample_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -156,12 +144,12 @@ class FlowNet(nn.Module):
                 c1, c2 = f1 - f1.mean(dim=(1, 2, 3), keepdim=True), f2 - f2.mean(dim=(1, 2, 3), keepdim=True)
                 f1, f2 = F.normalize(c1, dim=1) * c1.shape[1] ** 0.5, F.normalize(c2, dim=1) * c2.shape[1] ** 0.5
             if flow is None:
-                inputs = [cost_volume(f1, f2, self.max_displacement), f1]
+                inputs = [correlation_volume(f1, f2, self.max_displacement), f1]
             else:
                 flow = upsample_flow(flow.detach() if self.detach_upsampled else flow, f1.shape[-2:])
                 feat = F.interpolate(feat, size=f1.shape[-2:], mode="bilinear", align_corners=False)
                 warped, _ = flow_warp(f2, flow)
-                inputs = [cost_volume(f1, warped, self.max_displacement), f1, flow, feat]
+                inputs = [correlation_volume(f1, warped, self.max_displacement), f1, flow, feat]
             feat = self.estimators[str(level)](torch.cat(inputs, dim=1))
             residual = self.heads[str(level)](feat)
             flow = residual if flow is None else flow + residual
