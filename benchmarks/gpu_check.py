@@ -16,8 +16,8 @@ going when one part fails, and leaves one summary (printed, and as JSON) to copy
    images/s and peak memory (``torch.cuda.max_memory_allocated``), after warm-up, timed between
    two ``torch.cuda.synchronize()``. Target (as ``bench_monodepth_train.py``): fast path >= 2x.
 4. ``syncs``: host syncs of the fast path. The Monodepth loss exactly as the trainer calls it
-   (autocast, ``value_checks(False)``) must call nothing that reads tensor data (counted with a
-   ``TorchFunctionMode``), and whole trainer steps (forward, backward, Adam) must make no
+   (autocast, ``value_checks(False)``) must call nothing that reads tensor data (counted with
+   ``lesson_lib.training.syncs.HostSyncCounter``), and whole trainer steps (forward, backward, Adam) must make no
    synchronizing CUDA call (``torch.cuda.set_sync_debug_mode("warn")``).
 5. ``methods``: every registered method (:func:`lesson_lib.methods.available`) built with its
    defaults and trained a couple of hundred steps through the ``Trainer`` on the fast path:
@@ -70,9 +70,9 @@ if str(REPO) not in sys.path:  # run from a checkout where lesson_lib is not ins
     sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
-from torch.overrides import TorchFunctionMode  # noqa: E402
 
 from lesson_lib.course.env import device_name  # noqa: E402
+from lesson_lib.training.syncs import HostSyncCounter  # noqa: E402
 
 PARTS = ("tests", "data", "benchmark", "syncs", "methods")
 TARGET_SPEEDUP = 2.0  # the fast path against float32, as bench_monodepth_train.py
@@ -427,58 +427,14 @@ def benchmark_part(device: torch.device, sequences: list, settings: Settings, bu
 # --------------------------------------------------------------------------------------------
 # 4. Host syncs
 
-# Tensor calls that copy data to the host: on a GPU each makes the host wait for the device.
-_SYNCING = {
-    "__bool__", "item", "tolist", "__float__", "__int__", "__index__", "__array__", "numpy", "cpu",
-    "nonzero", "argwhere", "masked_select", "unique", "unique_consecutive", "bincount", "equal", "allclose",
-    "is_nonzero",
-}
-
-
-def _bool_index(index: Any) -> bool:
-    if isinstance(index, torch.Tensor):
-        return index.dtype == torch.bool
-    if isinstance(index, (tuple, list)):
-        return any(_bool_index(i) for i in index)
-    return False
-
-
-def _to_host(args: tuple, kwargs: dict) -> bool:
-    """``t.to("cpu")`` (or to a CPU tensor's device) of a tensor that is not on the CPU."""
-    if not (args and isinstance(args[0], torch.Tensor) and args[0].device.type != "cpu"):
-        return False
-    for x in (*args[1:], kwargs.get("device")):
-        if isinstance(x, (str, torch.device)) and torch.device(x).type == "cpu":
-            return True
-        if isinstance(x, torch.Tensor) and x.device.type == "cpu":
-            return True
-    return False
+# The counter (lesson_lib.training.syncs.HostSyncCounter) records each tensor call that would make
+# a GPU's host wait (bool(t), .item(), nonzero, boolean-mask indexing, a copy to the CPU, ...) with
+# the innermost lesson_lib line that made it (lesson_lib/warping.py:179). Works on any device.
 
 
 def _where(filename: str, lineno: int) -> str:
     path = Path(filename)
     return f"{path.relative_to(REPO) if path.is_relative_to(REPO) else path.name}:{lineno}"
-
-
-class HostSyncCounter(TorchFunctionMode):
-    """Records each tensor call that would make a GPU's host wait (``bool(t)``, ``.item()``,
-    ``nonzero``, boolean-mask indexing, a copy to the CPU, ...) with the innermost
-    ``lesson_lib`` line that made it (``lesson_lib/warping.py:179``), as
-    ``tests/test_mixed_precision.py``'s counter does. Works on any device."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[str] = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        name = getattr(func, "__name__", "")
-        if (name in _SYNCING or (name in ("__getitem__", "__setitem__") and _bool_index(args[1]))
-                or (name == "to" and _to_host(args, kwargs))):
-            frames = [f for f in traceback.extract_stack()[:-1] if "lesson_lib" in f.filename]
-            where = _where(frames[-1].filename, frames[-1].lineno) if frames else "outside lesson_lib"
-            self.calls.append(f"{name} at {where}")
-        return func(*args, **kwargs)
 
 
 def loss_host_syncs(trainer: Any, batch: Any) -> list[str]:

@@ -9,16 +9,14 @@ The scene: a textured plane seen by a stereo rig with a constant disparity of 3 
 5-10 s on two CPU cores (bf16 on the CPU can be slower than float32).
 """
 
-import traceback
-
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
 
 from lesson_lib._validate import value_checks
 from lesson_lib.methods.monodepth import Monodepth, MonodepthConfig, predict_disparity
 from lesson_lib.training import TrainConfig, Trainer, move_to, read_log
+from lesson_lib.training.syncs import HostSyncCounter
 from lesson_lib.warping import stereo_warp
 
 H, W = 64, 96
@@ -141,38 +139,6 @@ def test_a_fast_path_checkpoint_resumes_exactly(tmp_path):
 
 # Host syncs ---------------------------------------------------------------------------------
 
-# Tensor calls that copy data to the host: on a GPU each one makes the host wait for the device.
-_SYNCING = {
-    "__bool__", "item", "tolist", "__float__", "__int__", "__index__", "__array__", "numpy", "cpu",
-    "nonzero", "argwhere", "masked_select", "unique", "unique_consecutive", "bincount", "equal", "allclose",
-    "is_nonzero",
-}
-
-
-def _bool_index(index):
-    if isinstance(index, torch.Tensor):
-        return index.dtype == torch.bool
-    if isinstance(index, (tuple, list)):
-        return any(_bool_index(i) for i in index)
-    return False
-
-
-class HostSyncs(TorchFunctionMode):
-    """Records each tensor call that would sync with a GPU, with the innermost lesson_lib line
-    that made it (``file:line``), as ``tests/test_mixed_precision.py``'s counter does."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        name = getattr(func, "__name__", "")
-        if name in _SYNCING or (name in ("__getitem__", "__setitem__") and _bool_index(args[1])):
-            frames = [f for f in traceback.extract_stack()[:-1] if "lesson_lib" in f.filename]
-            where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "outside lesson_lib"
-            self.calls.append(f"{name} at {where}")
-        return func(*args, **(kwargs or {}))
-
 
 def test_the_training_loss_makes_no_host_sync(tmp_path):
     """The loss exactly as ``Trainer._train_step`` calls it (autocast bf16, value checks off,
@@ -182,12 +148,12 @@ def test_the_training_loss_makes_no_host_sync(tmp_path):
     data = _ConstantDisparity()
     batch = move_to(torch.utils.data.default_collate([data[0], data[1]]), trainer.device,
                     channels_last=trainer.channels_last)
-    with HostSyncs() as off:
+    with HostSyncCounter() as off:
         with trainer._autocast(), value_checks(False):
             loss, logs = trainer.method.loss(trainer.train_model, batch, trainer.step_context())
     assert off.calls == [], off.calls
     assert loss.requires_grad and all(isinstance(v, torch.Tensor) for v in logs.values())  # logs stay tensors
-    with HostSyncs() as on:
+    with HostSyncCounter() as on:
         with trainer._autocast():
             trainer.method.loss(trainer.train_model, batch, trainer.step_context())
     assert len(on.calls) > 0 and all("lesson_lib" in c for c in on.calls)

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from lesson_lib import methods
+from lesson_lib.training.syncs import copies_to_host
 from lesson_lib.course.env import device_name
 
 REPO = Path(__file__).resolve().parents[1]
@@ -231,9 +232,9 @@ def test_the_sync_counter_names_the_lines_that_sync(tmp_path, worlds):
             trainer.method.loss(trainer.train_model, moved, trainer.step_context())
     assert counter.calls and all(re.fullmatch(r"\w+ at lesson_lib/[\w/]+\.py:\d+", c) for c in counter.calls)
     assert gc.loss_host_syncs(trainer, batch) == []  # as the trainer calls it: none
-    assert gc._to_host((torch.empty(2, device="meta"), "cpu"), {})  # a copy to the host
-    assert gc._to_host((torch.empty(2, device="meta"),), {"device": torch.device("cpu")})
-    assert not gc._to_host((torch.empty(2), "cpu"), {}) and not gc._to_host((torch.empty(2, device="meta"), "meta"), {})
+    assert copies_to_host((torch.empty(2, device="meta"), "cpu"), {})  # a copy to the host
+    assert copies_to_host((torch.empty(2, device="meta"),), {"device": torch.device("cpu")})
+    assert not copies_to_host((torch.empty(2), "cpu"), {}) and not copies_to_host((torch.empty(2, device="meta"), "meta"), {})
 
 
 def test_synchronizing_cuda_calls_are_read_from_torch_warnings(tmp_path, monkeypatch, worlds):

@@ -6,18 +6,18 @@
    and the fix without a GPU: the undecorated functions (``fn.__wrapped__``) move the rigid
    warp's sampling points by pixels, the decorated ones agree with float32.
 2. Value checks (finite, non-negative) read tensor data, a host sync on a GPU each time. Inside
-   ``value_checks(False)`` (the trainer's training step) the warps and losses make none; a
-   ``TorchFunctionMode`` counts the calls that would sync.
+   ``value_checks(False)`` (the trainer's training step) the warps and losses make none;
+   ``lesson_lib.training.syncs.HostSyncCounter`` counts the calls that would sync.
 """
 
 import threading
 
 import pytest
 import torch
-from torch.overrides import TorchFunctionMode
 
 from lesson_lib import camera, losses, pose, stereo, warping
 from lesson_lib._validate import check_positive, float32_geometry, value_checks, value_checks_enabled
+from lesson_lib.training.syncs import HostSyncCounter
 
 BF16 = torch.bfloat16
 
@@ -212,35 +212,6 @@ def test_gradcheck_through_the_guard():
 
 # 2. value checks and host syncs --------------------------------------------------------------
 
-_SYNCING = {
-    "__bool__", "item", "tolist", "__float__", "__int__", "__index__", "nonzero", "masked_select", "numpy", "cpu",
-}
-
-
-def _has_bool_tensor(index):
-    if isinstance(index, torch.Tensor):
-        return index.dtype == torch.bool
-    if isinstance(index, (tuple, list)):
-        return any(_has_bool_tensor(i) for i in index)
-    return False
-
-
-class CountHostSyncs(TorchFunctionMode):
-    """Counts the tensor calls that copy data to the host (a device sync on a GPU):
-    ``bool(t)``, ``float(t)``, ``int(t)``, ``.item()``, ``.tolist()``, ``.numpy()``, ``.cpu()``,
-    ``nonzero`` and indexing with a boolean mask."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        name = getattr(func, "__name__", "")
-        if name in _SYNCING or (name in ("__getitem__", "__setitem__") and _has_bool_tensor(args[1])):
-            self.calls.append(name)
-        return func(*args, **kwargs)
-
 
 def _training_like_step():
     g = torch.Generator().manual_seed(4)
@@ -264,17 +235,17 @@ def _step(left, right, disp, depth, K, vec):
 
 def test_counter_sees_host_syncs():
     x = torch.arange(4.0)
-    with CountHostSyncs() as c:
+    with HostSyncCounter() as c:
         bool((x > 1).any()), float(x.max()), x.sum().item(), x[x > 1]
-    assert c.calls == ["__bool__", "__float__", "item", "__getitem__"]
+    assert c.names == ["__bool__", "__float__", "item", "__getitem__"]
 
 
 def test_no_host_syncs_with_value_checks_off_and_the_same_results():
     inputs = _training_like_step()
-    with CountHostSyncs() as on:
+    with HostSyncCounter() as on:
         ref = _step(*inputs)
     assert len(on.calls) >= 3  # the checks that run by default
-    with value_checks(False), CountHostSyncs() as off:
+    with value_checks(False), HostSyncCounter() as off:
         got = _step(*inputs)
     assert off.calls == []
     for r, x in zip(ref, got):
