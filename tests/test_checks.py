@@ -1,13 +1,17 @@
 """Every exercise check accepts a correct answer and rejects plausible wrong ones.
 
 The wrong answers here are written out independently of the hints inside the checks, the way a
-student might get them wrong; each must be rejected with a CheckFailed.
+student might get them wrong; each must be rejected with a CheckFailed. This file holds the
+answers of chapters 00-06 and the one harness that runs every chapter's table of exercises
+(``EXERCISES``; chapters 07-11 keep theirs in ``tests/test_checks_chNN.py``, the plumbing is
+``tests/_check_harness.py``).
 """
 
 import importlib
 import inspect
 import math
 import pkgutil
+import re
 
 import numpy as np
 import pytest
@@ -15,6 +19,13 @@ import torch
 
 from lesson_lib.course import checks
 from lesson_lib.data import load_middlebury_motorcycle
+
+import test_checks_ch07 as ch07
+import test_checks_ch08 as ch08
+import test_checks_ch09 as ch09
+import test_checks_ch10 as ch10
+import test_checks_ch11 as ch11
+from _check_harness import exercises
 
 
 @pytest.fixture(scope="module")
@@ -356,31 +367,28 @@ WRONG = {
 }
 
 
-def _call(name, fn, raw):
-    return {
-        "image": lambda: checks.check_image_to_tensor(fn),
-        "d2z": lambda: checks.check_disparity_to_depth(fn),
-        "uncertainty": lambda: checks.check_depth_uncertainty(fn),
-        "middlebury": lambda: checks.check_middlebury_depth(fn, raw),
-        "project": lambda: checks.check_project(fn),
-        "backproject": lambda: checks.check_backproject(fn),
-        "euler": lambda: checks.check_euler_to_matrix(fn),
-        "invert": lambda: checks.check_invert_pose(fn),
-        "scale": lambda: checks.check_scale_intrinsics(fn),
-        "bilinear": lambda: checks.check_bilinear_at(fn),
-        "normalize": lambda: checks.check_normalize_coords(fn),
-        "stereo_grid": lambda: checks.check_stereo_sampling_grid(fn),
-        "ssim": lambda: checks.check_ssim_map(fn),
-        "photometric": lambda: checks.check_photometric_map(fn),
-        "smoothness": lambda: checks.check_edge_aware_smoothness(fn),
-        "ray_box": lambda: checks.check_ray_box(fn),
-        "wta": lambda: checks.check_wta_subpixel(fn),
-        "lr": lambda: checks.check_lr_consistency(fn),
-        "lr_warp": lambda: checks.check_lr_consistency(fn),
-        "lr_term": lambda: checks.check_left_right_term(fn),
-        "post_process": lambda: checks.check_post_process(fn),
-    }[name]()
-
+CHECKS = {
+    "image": checks.check_image_to_tensor,
+    "d2z": checks.check_disparity_to_depth,
+    "uncertainty": checks.check_depth_uncertainty,
+    "middlebury": checks.check_middlebury_depth,
+    "project": checks.check_project,
+    "backproject": checks.check_backproject,
+    "euler": checks.check_euler_to_matrix,
+    "invert": checks.check_invert_pose,
+    "scale": checks.check_scale_intrinsics,
+    "bilinear": checks.check_bilinear_at,
+    "normalize": checks.check_normalize_coords,
+    "stereo_grid": checks.check_stereo_sampling_grid,
+    "ssim": checks.check_ssim_map,
+    "photometric": checks.check_photometric_map,
+    "smoothness": checks.check_edge_aware_smoothness,
+    "ray_box": checks.check_ray_box,
+    "wta": checks.check_wta_subpixel,
+    "lr": checks.check_lr_consistency,
+    "lr_term": checks.check_left_right_term,
+    "post_process": checks.check_post_process,
+}
 
 GOOD = {
     "image": good_image,
@@ -400,25 +408,41 @@ GOOD = {
     "smoothness": good_smoothness,
     "ray_box": good_ray_box,
     "wta": good_wta,
-    "lr": good_lr,
-    "lr_warp": good_lr_with_warp,
+    "lr": (good_lr, good_lr_with_warp),  # by hand, and with the library's stereo warp
     "lr_term": good_lr_term,
     "post_process": good_post_process,
 }
 
+EXERCISES = exercises(CHECKS, GOOD, WRONG, per_exercise={"middlebury": {"needs": ("raw_disparity",)}})
 
-@pytest.mark.parametrize("name", sorted(GOOD))
-def test_check_accepts_a_correct_answer(name, raw_disparity, capsys):
-    assert _call(name, GOOD[name], raw_disparity) is True
+
+# -- the harness: every chapter's table (chapters 00-06 above, 07-11 in their own files) ----------
+
+TABLES = {"00-06": EXERCISES, "07": ch07.EXERCISES, "08": ch08.EXERCISES, "09": ch09.EXERCISES,
+          "10": ch10.EXERCISES, "11": ch11.EXERCISES}
+RIGHT_CASES = [pytest.param(ex, right, id=f"{ch}-{name}" + (f"-{k}" if len(ex.right) > 1 else ""))
+               for ch, table in TABLES.items() for name, ex in table.items() for k, right in enumerate(ex.right)]
+WRONG_CASES = [pytest.param(ex, wrong, id=f"{ch}-{name}-{k}")
+               for ch, table in TABLES.items() for name, ex in table.items() for k, wrong in enumerate(ex.wrong)]
+
+
+@pytest.mark.parametrize("exercise, answer", RIGHT_CASES)
+def test_check_accepts_a_right_answer(exercise, answer, request, capsys):
+    assert exercise.check(answer, *(request.getfixturevalue(n) for n in exercise.needs)) is True
     assert "[passed]" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name, i", [(n, i) for n in sorted(WRONG) for i in range(len(WRONG[n]))])
-def test_check_rejects_a_wrong_answer(name, i, raw_disparity):
-    assert len(WRONG[name]) >= 3
+@pytest.mark.parametrize("exercise, answer", WRONG_CASES)
+def test_check_rejects_a_wrong_answer(exercise, answer, request):
     with pytest.raises(checks.CheckFailed) as info:
-        _call(name, WRONG[name][i], raw_disparity)
-    assert "wrong on case" in str(info.value) or "raised" in str(info.value)
+        exercise.check(answer, *(request.getfixturevalue(n) for n in exercise.needs))
+    assert re.search(exercise.rejection, str(info.value)), str(info.value)
+
+
+@pytest.mark.parametrize("chapter", sorted(TABLES))
+def test_every_exercise_has_a_right_answer_and_three_wrong_ones(chapter):
+    for name, ex in TABLES[chapter].items():
+        assert ex.right and len(ex.wrong) >= 3, f"chapter {chapter}, {name}: {len(ex.right)} right, {len(ex.wrong)} wrong"
 
 
 def test_feedback_names_the_element_and_the_mistake():

@@ -10,6 +10,8 @@ import torch
 
 from lesson_lib.course import checks
 
+from _check_harness import exercises
+
 
 def good_errors(pred, gt, rel_pred=False, no_sqrt=False, log10=False, one_sided=False, mean_ratio=False):
     d, g = pred.numpy(), gt.numpy()
@@ -55,25 +57,19 @@ def good_umeyama(source, target, no_fix=False, transposed=False, spread=False, t
     return s, R, t
 
 
-def test_depth_errors_check():
-    assert checks.check_depth_errors(good_errors) is True
-    for wrong in ("rel_pred", "no_sqrt", "log10", "one_sided", "mean_ratio"):
-        with pytest.raises(checks.CheckFailed):
-            checks.check_depth_errors(lambda p, g, w=wrong: good_errors(p, g, **{w: True}))
+GOOD = {"depth_errors": good_errors, "median_scale": good_median, "umeyama": good_umeyama}
 
+WRONG = {
+    "depth_errors": [lambda p, g, w=w: good_errors(p, g, **{w: True})
+                     for w in ("rel_pred", "no_sqrt", "log10", "one_sided", "mean_ratio")],
+    "median_scale": [lambda p, g, m, w=w: good_median(p, g, m, **{w: True})
+                     for w in ("mean", "inverted", "everywhere", "no_cap")],
+    "umeyama": [lambda a, b, w=w: good_umeyama(a, b, **{w: True})
+                for w in ("no_fix", "transposed", "spread", "t_no_scale", "no_centre")],
+}
 
-def test_median_scale_check():
-    assert checks.check_median_scale(good_median) is True
-    for wrong in ("mean", "inverted", "everywhere", "no_cap"):
-        with pytest.raises(checks.CheckFailed):
-            checks.check_median_scale(lambda p, g, m, w=wrong: good_median(p, g, m, **{w: True}))
-
-
-def test_umeyama_check():
-    assert checks.check_umeyama(good_umeyama) is True
-    for wrong in ("no_fix", "transposed", "spread", "t_no_scale", "no_centre"):
-        with pytest.raises(checks.CheckFailed):
-            checks.check_umeyama(lambda a, b, w=wrong: good_umeyama(a, b, **{w: True}))
+EXERCISES = exercises({"depth_errors": checks.check_depth_errors, "median_scale": checks.check_median_scale,
+                       "umeyama": checks.check_umeyama}, GOOD, WRONG)  # run by tests/test_checks.py's harness
 
 
 def test_hints_name_the_mistake():
