@@ -37,11 +37,17 @@ C2 = 0.03**2
 
 def _sum3x3(p: torch.Tensor) -> torch.Tensor:
     """Sum over each 3x3 window, without padding (``(H, W)`` becomes ``(H-2, W-2)``): the nine
-    shifted views added in row-major order, the order ``avg_pool2d`` adds them in."""
-    h, w = p.shape[-2] - 2, p.shape[-1] - 2
-    s = p[..., :h, :w] + p[..., :h, 1 : w + 1]
-    for i, j in ((0, 2), (1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)):
-        s += p[..., i : i + h, j : j + w]
+    shifted views added in row-major order, the order ``avg_pool2d`` adds them in. The views
+    come from one strided view ``(..., 3, 3, H-2, W-2)`` unbound row by row (5 operations
+    instead of 18 slices: on a GPU, fewer launches)."""
+    *lead, height, width = p.shape
+    h, w = height - 2, width - 2
+    st = p.stride()
+    windows = p.as_strided((*lead, 3, 3, h, w), (*st[:-2], st[-2], st[-1], st[-2], st[-1]), p.storage_offset())
+    views = [v for row in windows.unbind(-4) for v in row.unbind(-3)]
+    s = views[0] + views[1]
+    for v in views[2:]:
+        s += v
     return s
 
 

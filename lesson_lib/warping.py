@@ -50,6 +50,7 @@ __all__ = [
     "sample",
     "bilinear_sample_by_hand",
     "stereo_warp",
+    "horizontal_sample",
     "rigid_warp",
     "rigid_sample_points",
     "forward_warp_stereo",
@@ -185,11 +186,48 @@ def stereo_warp(
             raise ValueError(
                 f"disparity must be >= 0 (left x matches right x - d), got minimum {float(disparity.min()):.4g}"
             )
-    _, _, h, w = source.shape
-    grid = pixel_grid(h, w, source.dtype, source.device)[:2][None]
     shift = -disparity if source_side == "right" else disparity
-    uv = torch.cat([grid[:, :1] + shift, grid[:, 1:].expand_as(shift)], dim=1)
-    return sample(source, uv, padding_mode, align_corners)
+    return horizontal_sample(source, shift, padding_mode, align_corners)
+
+
+@float32_geometry
+def horizontal_sample(
+    source: torch.Tensor,
+    shift: torch.Tensor,
+    padding_mode: str = "zeros",
+    align_corners: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read each pixel ``(u, v)`` of ``source`` at ``(u + shift, v)``: the sampling behind
+    :func:`stereo_warp` (``shift = -d`` reads the right image, ``+d`` the left), with a shift of
+    either sign, so both views of a pair can be warped in one call by stacking them along the
+    batch (chapter 06's loss does). Same values as :func:`sample` with ``uv = (u + shift, v)``,
+    built with a few operations: the grid is normalised directly, without a pixel grid.
+
+    Args:
+        source: ``(B, C, H, W)``; shift: ``(B, 1, H, W)`` in pixels, any sign.
+
+    Returns:
+        ``(warped (B, C, H, W), valid (B, 1, H, W))``: valid where ``u + shift`` lies inside
+        the source (as :func:`sample`).
+    """
+    dims = check_tensor(source, "source", ("B", "C", "H", "W"))
+    check_tensor(shift, "shift", ("B", 1, "H", "W"), dims=dims)
+    check_same_device(source=source, shift=shift)
+    if padding_mode not in _PADDING:
+        raise ValueError(f"padding_mode must be one of {_PADDING}, got {padding_mode!r}")
+    _, _, h, w = source.shape
+    u = torch.arange(w, dtype=source.dtype, device=source.device) + shift.to(source.dtype)[:, 0]  # (B, H, W)
+    v = torch.arange(h, dtype=source.dtype, device=source.device)[:, None]  # (H, 1)
+    if align_corners:
+        x = u * (2.0 / max(w - 1, 1)) - 1.0
+        y = v * (2.0 / max(h - 1, 1)) - 1.0
+    else:
+        x = (2.0 * u + 1.0) / w - 1.0
+        y = (2.0 * v + 1.0) / h - 1.0
+    grid = torch.stack([x, y.expand_as(x)], dim=-1)
+    warped = F.grid_sample(source, grid, mode="bilinear", padding_mode=padding_mode, align_corners=align_corners)
+    valid = (u >= -_INSIDE_TOL) & (u <= w - 1 + _INSIDE_TOL)
+    return warped, valid[:, None]
 
 
 @float32_geometry

@@ -45,14 +45,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validate import check_number, check_same_device, check_tensor
+from .._validate import check_number, check_same_device, check_tensor, value_checks_enabled
 from ..images import downsample, resize
 from ..losses import photometric_error, smoothness
 from ..metrics import depth_metrics
 from ..models import MonodepthNet, network_input_size
 from ..stereo import disparity_fraction_to_depth, fraction_to_pixels
 from ..training import Method, NetworkOptions, StepContext, option
-from ..warping import stereo_warp
+from ..warping import horizontal_sample, stereo_warp
 
 __all__ = [
     "MonodepthConfig",
@@ -146,36 +146,48 @@ def monodepth_loss(
     if not disparities:
         raise ValueError("disparities is empty: expected {scale: (B, 2, h, w)}")
     H, W = left.shape[-2:]
+    b = left.shape[0]
+    # Both views at once: every term of the loss comes in a left and a right version of the same
+    # shape, so the two are stacked along the batch ([left views; right views], 2B) and each
+    # scale costs one warp, one SSIM and one smoothness call instead of two of each (on a GPU
+    # a step of few large kernels instead of many small ones). A mean over the stacked batch is
+    # the average of the two views' means, hence the factors 2.
+    images = torch.cat([left, right])  # targets (2B, 3, H, W)
     zero = left.new_zeros(())
     ap_sum, sm_sum, lr_sum = zero, zero, zero
     for s in cfg.scales:
         if s not in disparities:
             raise ValueError(f"no disparity at scale {s}; the network gave scales {sorted(disparities)}")
         own = disparities[s].float()
-        check_tensor(own, f"disparities[{s}]", (left.shape[0], 2, None, None))
+        check_tensor(own, f"disparities[{s}]", (b, 2, None, None))
+        if value_checks_enabled() and not bool((torch.isfinite(own) & (own >= 0)).all()):
+            raise ValueError(f"disparities[{s}] must be finite and >= 0 (left x matches right x - d)")
         factor = H // own.shape[-2]
         # the smoothness always sees the disparity at its own scale with the images reduced to it
         # (monodepth2 does the same when it upsamples for the reconstruction)
-        L_own, R_own = downsample(left, factor), downsample(right, factor)  # area averaging, as chapter 05
+        images_own = downsample(images, factor)  # area averaging, as chapter 05
         disp = own
         if cfg.multiscale == "upsample" and s > 0:
             disp = F.interpolate(own, size=(H, W), mode="bilinear", align_corners=False)
         h, w = disp.shape[-2:]
-        L, R = (L_own, R_own) if h == own.shape[-2] else (left, right)
-        d_l, d_r = disp[:, :1], disp[:, 1:2]
+        targets = images_own if h == own.shape[-2] else images
         if cfg.variant == "naive":
-            right_est, _ = stereo_warp(L, fraction_to_pixels(d_l, w), "left", padding_mode="border")
-            ap = photometric_error(right_est, R, cfg.alpha, reduction="mean")
-            sm = smoothness(own[:, :1], R_own, normalize=False)
-            lr = zero
-        else:
-            left_est, _ = stereo_warp(R, fraction_to_pixels(d_l, w), "right", padding_mode="border")
-            right_est, _ = stereo_warp(L, fraction_to_pixels(d_r, w), "left", padding_mode="border")
-            ap = photometric_error(left_est, L, cfg.alpha, reduction="mean") + photometric_error(
-                right_est, R, cfg.alpha, reduction="mean"
-            )
-            sm = smoothness(own[:, :1], L_own, normalize=False) + smoothness(own[:, 1:2], R_own, normalize=False)
-            lr = left_right_consistency(d_l, d_r) if cfg.variant == "lr" else zero
+            # one disparity, aligned with the right image: rebuild the right image from the left
+            right_est, _ = stereo_warp(targets[:b], fraction_to_pixels(disp[:, :1], w), "left", padding_mode="border")
+            ap = photometric_error(right_est, targets[b:], cfg.alpha, reduction="mean")
+            sm = smoothness(own[:, :1], images_own[b:], normalize=False)
+            ap_sum, sm_sum = ap_sum + ap, sm_sum + sm / 2**s
+            continue
+        d = torch.cat([disp[:, :1], disp[:, 1:2]])  # (2B, 1, h, w): d_l for the left views, d_r for the right
+        # the left view reads the right image (and d_r) at x - d_l, the right view the left at x + d_r;
+        # the disparity rides along as a fourth channel: the left-right term samples it at the same points
+        sources = torch.cat([targets, d], dim=1).roll(b, dims=0)  # [right, d_r; left, d_l]
+        shift = fraction_to_pixels(torch.cat([-disp[:, :1], disp[:, 1:2]]), w)
+        warped, _ = horizontal_sample(sources, shift, padding_mode="border")
+        ap = 2 * photometric_error(warped[:, :3], targets, cfg.alpha, reduction="mean")
+        own_both = torch.cat([own[:, :1], own[:, 1:2]])
+        sm = 2 * smoothness(own_both, images_own, normalize=False)
+        lr = 2 * (d - warped[:, 3:]).abs().mean() if cfg.variant == "lr" else zero
         ap_sum = ap_sum + ap
         sm_sum = sm_sum + sm / 2**s
         lr_sum = lr_sum + lr
