@@ -39,7 +39,7 @@ def main() -> None:
     world = build_world(args.seed, args.frames + 1, StreetConfig(), MotionConfig())
     renderer = Renderer(world, args.device)
     t_build = time.perf_counter() - t0
-    K = cam.K()
+    K = cam.K
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 
     def frame(f: int):

@@ -51,13 +51,16 @@ def test_calibration_values(pair):
 
 
 def test_K_matrix(pair):
-    K = pair.calibration.K()
+    K = pair.calibration.K_tensor()
     assert K.shape == (1, 3, 3) and K.dtype == torch.float32
     expected = torch.tensor(
         [[[994.978, 0.0, 311.193], [0.0, 994.978, 254.877], [0.0, 0.0, 1.0]]]
     )
     torch.testing.assert_close(K, expected)
-    assert pair.calibration.K(torch.float64).dtype == torch.float64
+    assert pair.calibration.K_tensor(torch.float64).dtype == torch.float64
+    # K itself is a NumPy (3, 3) array, as every K of lesson_lib.data (world.CameraConfig.K, WorldSequence.K)
+    assert isinstance(pair.calibration.K, np.ndarray) and pair.calibration.K.shape == (3, 3)
+    np.testing.assert_allclose(pair.calibration.K, expected[0].double().numpy(), rtol=0, atol=1e-4)
 
 
 def test_depth_in_metres(pair):

@@ -121,7 +121,7 @@ def test_the_real_rectified_pair_gives_its_known_pose():
     v, u = v[pick].to(F64), u[pick].to(F64)
     d = pair.disparity[0, 0][v.long(), u.long()].to(F64)
     p1, p2 = torch.stack([u, v], -1), torch.stack([u - d, v], -1)
-    K1 = c.K(F64)[0]
+    K1 = c.K_tensor(F64)[0]
     K2 = K1.clone()
     K2[0, 2] += c.doffs
     F = tv.fundamental_8point(p1, p2)

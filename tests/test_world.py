@@ -59,7 +59,7 @@ def _img(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(a).float() / 255.0
 
 
-def _rigid_flow(seq: synthetic.Sequence, f: int) -> np.ndarray:
+def _rigid_flow(seq: synthetic.WorldSequence, f: int) -> np.ndarray:
     """Flow from ``f`` to ``f + 1`` from depth and the relative pose alone (static world)."""
     H, W = seq.depth_left.shape[1:]
     v, u = np.meshgrid(np.arange(H, dtype=np.float64), np.arange(W, dtype=np.float64), indexing="ij")
@@ -172,7 +172,7 @@ def test_moving_cars_carry_their_texture_along_the_flow(seq_full):
     w = world.build_world(FULL_SEED, FULL_FRAMES)
     r = world.Renderer(w)
     r.atlas = _stripes(r.atlas)
-    K, H, W = FULL.K(), FULL.height, FULL.width
+    K, H, W = FULL.K, FULL.height, FULL.width
     grid = np.stack(np.meshgrid(np.arange(W), np.arange(H))).astype(np.float64)
     busy = [f for f in range(len(seq_full) - 1) if seq_full.moving_mask(f).sum() >= 2000]
     assert busy  # measured: frames 3 .. 6
@@ -236,7 +236,7 @@ def test_depth_is_z_depth_not_range(seq_full):
     w = world.build_world(FULL_SEED, FULL_FRAMES)
     r = world.Renderer(w)
     f, H, W = 4, FULL.height, FULL.width
-    K = FULL.K()
+    K = FULL.K
     for right, seq_depth in ((False, seq_full.depth_left[f]), (True, seq_full.depth_right[f])):
         T = r.camera_pose(f, right=right, baseline=FULL.baseline, camera_height=FULL.camera_height)
         view = r.render(T, K, H, W, float(w.route[f, 3]))
@@ -315,7 +315,7 @@ def _load_tiny(cache_dir, seed=0):
     return synthetic.load_sequence(seed, 3, TINY, cache_dir=cache_dir, progress=False)
 
 
-def _assert_same(a: synthetic.Sequence, b: synthetic.Sequence):
+def _assert_same(a: synthetic.WorldSequence, b: synthetic.WorldSequence):
     for k in synthetic._ARRAYS:
         x, y = getattr(a, k), getattr(b, k)
         assert x.dtype == y.dtype and np.array_equal(x, y), k
@@ -476,7 +476,7 @@ def test_stereo_flip_swaps_and_mirrors_the_views(seq_small):
     assert any(not torch.equal(a[i]["left"], b[i]["left"]) for i in range(len(a)))
 
 
-def _centres(ds: synthetic.VideoDataset, seq: synthetic.Sequence) -> list[int]:
+def _centres(ds: synthetic.VideoDataset, seq: synthetic.WorldSequence) -> list[int]:
     """The target frame of every item, found by its depth map (frames all differ)."""
     out = []
     for i in range(len(ds)):
@@ -582,7 +582,7 @@ def test_renderer_refuses_a_tilted_camera():
     a = 0.05
     T[:3, :3] = T[:3, :3] @ np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
     with pytest.raises(ValueError, match="level"):
-        r.render(T, TINY.K(), TINY.height, TINY.width, 0.0)
+        r.render(T, TINY.K, TINY.height, TINY.width, 0.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -591,7 +591,7 @@ def test_renderer_refuses_a_tilted_camera():
 
 
 def test_mip_mapping_keeps_distant_textures_from_shimmering():
-    K = FULL.K()
+    K = FULL.K
     for seed, f in ((0, 0), (1, 15)):
         w = world.build_world(seed, 20)
         T0 = world.Renderer(w).camera_pose(f)

@@ -11,9 +11,9 @@
 """
 
 from .synthetic import (
-    Sequence,
     StereoDataset,
     VideoDataset,
+    WorldSequence,
     load_sequence,
     load_split,
     render_sequence,
@@ -39,7 +39,7 @@ __all__ = [
     "CameraConfig",
     "MotionConfig",
     "StreetConfig",
-    "Sequence",
+    "WorldSequence",
     "StereoDataset",
     "VideoDataset",
     "load_sequence",

@@ -35,8 +35,14 @@ class MiddleburyCalibration:
     doffs: float = 31.086
     baseline: float = 0.193001
 
-    def K(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Left camera intrinsics ``(1, 3, 3)``."""
+    @property
+    def K(self) -> np.ndarray:
+        """Left camera intrinsics ``(3, 3)`` float64, a NumPy array as every ``K`` of
+        :mod:`lesson_lib.data` (:meth:`K_tensor` gives the batched tensor the course's functions take)."""
+        return intrinsics_matrix(self.focal, self.focal, self.cx, self.cy, dtype=torch.float64).numpy()
+
+    def K_tensor(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Left camera intrinsics as a tensor ``(1, 3, 3)`` of ``dtype`` (a batch of one)."""
         return intrinsics_matrix(self.focal, self.focal, self.cx, self.cy, dtype=dtype)[None]
 
 

@@ -35,8 +35,8 @@ SHIFTED_MOTION = MotionConfig(min_speed=6.0, max_speed=15.0, turn_probability=0.
 
 
 @dataclass
-class Sequence:
-    """One rendered drive (``F`` frames, images ``H x W``).
+class WorldSequence:
+    """One rendered drive of the synthetic world (``F`` frames, images ``H x W``).
 
     Attributes:
         left, right: ``(F, 3, H, W)`` uint8 images.
@@ -148,13 +148,13 @@ def render_sequence(
     streets: StreetConfig = StreetConfig(),
     device: torch.device | str = "cpu",
     progress: bool = True,
-) -> Sequence:
+) -> WorldSequence:
     """Build the world of ``seed`` and render ``n_frames`` frames of its drive (deterministic)."""
     if n_frames < 1:
         raise ValueError(f"n_frames must be >= 1, got {n_frames}")
     world = build_world(seed, n_frames, streets, motion)
     renderer = Renderer(world, device)
-    K = camera.K()
+    K = camera.K
     H, W = camera.height, camera.width
     F = n_frames
     out = {
@@ -186,7 +186,7 @@ def render_sequence(
     moved = np.concatenate([[step[0] > 0.01 if F > 1 else False], step > 0.01])
     meta = {"seed": seed, "n_frames": n_frames, "camera": asdict(camera), "motion": asdict(motion),
             "streets": asdict(streets), "renderer": RENDERER_VERSION}
-    return Sequence(obj_velocity=obj_velocity, K=K, baseline=camera.baseline, times=world.route[:, 3].copy(),
+    return WorldSequence(obj_velocity=obj_velocity, K=K, baseline=camera.baseline, times=world.route[:, 3].copy(),
                     moved=moved, meta=meta, **out)
 
 
@@ -241,7 +241,7 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def save_sequence(seq: Sequence, path: Path) -> None:
+def save_sequence(seq: WorldSequence, path: Path) -> None:
     """Write atomically (a temporary file renamed into place) with a checksum of the arrays."""
     arrays = {k: getattr(seq, k) for k in _ARRAYS}
     meta = dict(seq.meta, baseline=seq.baseline, digest=_digest(arrays))
@@ -252,7 +252,7 @@ def save_sequence(seq: Sequence, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_sequence_file(path: Path, expected_meta: dict | None = None) -> Sequence:
+def load_sequence_file(path: Path, expected_meta: dict | None = None) -> WorldSequence:
     """Read a cached sequence and verify it.
 
     Raises:
@@ -281,7 +281,7 @@ def load_sequence_file(path: Path, expected_meta: dict | None = None) -> Sequenc
         raise ValueError(f"{path}: arrays do not match their checksum (corrupt file)")
     baseline = float(meta.pop("baseline"))
     meta.pop("digest")
-    return Sequence(baseline=baseline, meta=meta, **arrays)
+    return WorldSequence(baseline=baseline, meta=meta, **arrays)
 
 
 def load_sequence(
@@ -293,7 +293,7 @@ def load_sequence(
     cache_dir: Path | str | None = None,
     use_cache: bool = True,
     progress: bool = True,
-) -> Sequence:
+) -> WorldSequence:
     """The sequence for these parameters: from the cache if a valid entry exists, else rendered
     (and cached). A corrupt or stale entry is reported with a warning and rendered again."""
     meta = {"seed": seed, "n_frames": n_frames, "camera": asdict(camera), "motion": asdict(motion),
@@ -320,7 +320,7 @@ def split_configs(split: str) -> tuple[int, CameraConfig, MotionConfig]:
 
 
 def load_split(split: str, n_sequences: int, frames_per_sequence: int, height: int | None = None,
-               width: int | None = None, **kwargs) -> list[Sequence]:
+               width: int | None = None, **kwargs) -> list[WorldSequence]:
     """``n_sequences`` sequences of a split (seeds ``offset + 0 .. n - 1``), optionally at
     another resolution (intrinsics scale with it: ``fx = fx_ratio * W``...)."""
     offset, camera, motion = split_configs(split)
@@ -374,7 +374,7 @@ class StereoDataset(Dataset):
     Random choices come from ``seed`` and the item index, so epochs are reproducible.
     """
 
-    def __init__(self, sequences: list[Sequence], augment: bool = False, seed: int = 0, colour: ColorJitter | None = None):
+    def __init__(self, sequences: list[WorldSequence], augment: bool = False, seed: int = 0, colour: ColorJitter | None = None):
         if not sequences:
             raise ValueError("StereoDataset needs at least one sequence")
         self.sequences = sequences
@@ -434,12 +434,12 @@ class VideoDataset(Dataset):
     With ``flow=False`` the items carry zero flow and no valid pixel (training needs no flow).
     With ``visibility=True`` they also carry ``"unexplainable": (S, 1, H, W)`` bool, the target
     pixels that no rigid warp from each source can rebuild (on a moving object, hidden in the
-    source or outside its view; :meth:`Sequence.flow_to`), and ``"scored": (1, H, W)``, the
+    source or outside its view; :meth:`WorldSequence.flow_to`), and ``"scored": (1, H, W)``, the
     pixels with a depth (not sky) where that truth is defined (chapter 07 scores the
     explainability mask against it).
     """
 
-    def __init__(self, sequences: list[Sequence], snippet_length: int = 3, augment: bool = False, seed: int = 0,
+    def __init__(self, sequences: list[WorldSequence], snippet_length: int = 3, augment: bool = False, seed: int = 0,
                  skip_static: bool = True, colour: ColorJitter | None = None, flow: bool = True,
                  visibility: bool = False, flow_offset: int = 1):
         if snippet_length not in (3, 5):

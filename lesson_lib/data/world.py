@@ -55,8 +55,11 @@ class CameraConfig:
     baseline: float = 0.54
     camera_height: float = 1.65
 
+    @property
     def K(self) -> np.ndarray:
-        """``(3, 3)`` intrinsics (principal point at the image centre, pixel centres at integers)."""
+        """``(3, 3)`` float64 intrinsics (principal point at the image centre, pixel centres at
+        integers). As everywhere in :mod:`lesson_lib.data`, ``K`` is a NumPy ``(3, 3)`` array:
+        ``torch.from_numpy(camera.K)`` for a tensor."""
         return intrinsics_matrix(
             self.fx_ratio * self.width, self.fy_ratio * self.height, (self.width - 1) / 2, (self.height - 1) / 2,
             dtype=torch.float64,
