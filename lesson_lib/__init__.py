@@ -8,7 +8,7 @@ The maths, by chapter
 - :mod:`lesson_lib.stereo`     -- disparity and depth, per pixel and batched (chapter 01)
 - :mod:`lesson_lib.camera`     -- intrinsics, projection, back-projection (chapter 02)
 - :mod:`lesson_lib.pose`       -- 6-DoF vectors, 4x4 poses, composing and inverting (chapter 02)
-- :mod:`lesson_lib.warping`    -- backward warping: bilinear sampling, stereo and rigid warps (chapter 03)
+- :mod:`lesson_lib.warping`    -- backward warping: bilinear sampling, stereo, rigid and flow warps (chapters 03, 09)
 - :mod:`lesson_lib.scenes`     -- tiny ray-cast scenes with exact depth and pose (chapter 03)
 - :mod:`lesson_lib.losses`     -- the box filter, SSIM, the photometric error, edge-aware smoothness (chapter 04)
 - :mod:`lesson_lib.images`     -- image pyramids and resizing (chapters 05-11)
@@ -18,7 +18,8 @@ The maths, by chapter
 - :mod:`lesson_lib.twoview`    -- epipolar geometry: the 8-point algorithm, RANSAC, pose from E,
   triangulation (chapter 08; chapter 09 trains with it); one package, a module per step
   (``epipolar``, ``eight_point``, ``ransac``, ``pose_recovery``, ``triangulation``)
-- :mod:`lesson_lib.trajectory` -- whole drives: chaining motions, 7-DoF alignment, KITTI's drift errors (chapter 10)
+- :mod:`lesson_lib.trajectory` -- camera trajectories: ATE on snippets (chapter 07); whole drives: chaining motions,
+  7-DoF alignment, KITTI's drift errors (chapter 10)
 - :mod:`lesson_lib.evaluation` -- the evaluation protocol every method is measured with (06-11)
 
 What grows by paper or network

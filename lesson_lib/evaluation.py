@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from ._validate import check_tensor
-from .metrics import ate_snippets, average_metrics, camera_positions, depth_metrics
+from .metrics import average_metrics, depth_metrics
+from .trajectory import ate_snippets, snippet_trajectory
 
 __all__ = [
     "CROPS",
@@ -38,7 +39,6 @@ __all__ = [
     "region_abs_rel",
     "row_baseline",
     "paired_bootstrap",
-    "snippet_trajectory",
     "evaluate_poses",
     "chained_poses",
     "mean_motion_poses",
@@ -330,29 +330,6 @@ def evaluate_model(
                     metric=bool(getattr(method, "metric_depth", False)), device=device, crop=crop)
 
 
-def snippet_trajectory(T_t_to_s: torch.Tensor, target_index: int) -> torch.Tensor:
-    """The camera positions of a whole snippet in its **first** frame's coordinates,
-    ``(B, S + 1, 3)`` in frame order, from the poses ``T_t_to_s (B, S, 4, 4)`` of its sources
-    (frame order without the target, which sits at ``target_index``): SfMLearner's ATE
-    re-expresses every snippet relative to its first frame (chapters 07, 10).
-
-    Camera ``k``'s centre in the target frame is ``c_k = -R^T t`` of ``T_t_to_k``
-    (:func:`~lesson_lib.metrics.camera_positions`; the target's own is 0); ``T_t_to_0`` then
-    carries it into frame 0's coordinates.
-    """
-    check = T_t_to_s.ndim == 4 and T_t_to_s.shape[-2:] == (4, 4)
-    if not check:
-        raise ValueError(f"T_t_to_s: expected shape (B, S, 4, 4), got {tuple(T_t_to_s.shape)}")
-    b, n_src = T_t_to_s.shape[:2]
-    if not 0 <= target_index <= n_src:
-        raise ValueError(f"target_index must be in [0, {n_src}], got {target_index}")
-    eye = torch.eye(4, dtype=T_t_to_s.dtype, device=T_t_to_s.device).expand(b, 1, 4, 4)
-    T_all = torch.cat([T_t_to_s[:, :target_index], eye, T_t_to_s[:, target_index:]], dim=1)  # (B, S+1, 4, 4)
-    centres = camera_positions(T_all)  # in the target frame
-    T0 = T_all[:, 0]  # target frame -> frame 0
-    return (T0[:, None, :3, :3] @ centres[..., None])[..., 0] + T0[:, None, :3, 3]
-
-
 @torch.no_grad()
 def evaluate_flow(
     predict_flow: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -467,7 +444,7 @@ def evaluate_poses(
 ) -> dict[str, float]:
     """ATE of a pose predictor on the snippets of a video dataset (items with ``target``,
     ``sources``, ``T_t_to_s``; target in the middle): mean, standard deviation and count over
-    the snippets (:func:`~lesson_lib.metrics.ate_snippets`, ``convention`` as there).
+    the snippets (:func:`~lesson_lib.trajectory.ate_snippets`, ``convention`` as there).
 
     ``predict_poses(target (B,3,H,W), sources (B,S,3,H,W)) -> T_t_to_s (B,S,4,4)``; the
     baselines of chapter 07 are predictors too (no motion: identity poses)."""

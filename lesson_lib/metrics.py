@@ -27,9 +27,8 @@ error and the share of pixels off by more than a threshold.
 Masks that should find pixels (SfMLearner's explainability, TrianFlow's rigid mask) are scored
 against the true pixels with :func:`roc_auc` and :func:`precision_recall`.
 
-Camera motion (chapters 07, 09, 10) is scored with the absolute trajectory error on short
-snippets, :func:`ate_snippets` (SfMLearner's ATE-5), from camera positions that
-:func:`camera_positions` reads off poses.
+Camera motion (chapters 07, 09, 10) is scored in :mod:`lesson_lib.trajectory` (SfMLearner's
+ATE-5 on short snippets, whole drives).
 """
 
 from __future__ import annotations
@@ -52,8 +51,6 @@ __all__ = [
     "depth_edges",
     "format_metrics",
     "epe_bad",
-    "camera_positions",
-    "ate_snippets",
     "roc_auc",
     "precision_recall",
 ]
@@ -292,63 +289,6 @@ def flow_epe(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor | None = 
     if not bool(torch.isfinite(err).all()):
         raise ValueError("pred or gt contains inf or NaN on the evaluated pixels")
     return float(err.mean())
-
-
-def camera_positions(T_ref_to_cam: torch.Tensor) -> torch.Tensor:
-    """The centres of cameras in a reference camera's frame, ``(B, N, 3)``, from the poses
-    ``T_ref_to_cam (B, N, 4, 4)`` that map reference-frame points into each camera's frame
-    (the course's ``T_t_to_s`` with the target as reference).
-
-    A camera's centre is the point its pose maps to its own origin: ``R c + t = 0``, so
-    ``c = -R^T t`` (chapter 02). The reference camera itself (identity pose) sits at 0.
-    """
-    check_tensor(T_ref_to_cam, "T_ref_to_cam", ("B", "N", 4, 4))
-    R, t = T_ref_to_cam[..., :3, :3], T_ref_to_cam[..., :3, 3:]
-    return -(R.transpose(-1, -2) @ t)[..., 0]
-
-
-def ate_snippets(
-    gt_positions: torch.Tensor, pred_positions: torch.Tensor, *, convention: str = "sfmlearner"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Absolute trajectory error of short snippets (SfMLearner's ATE-5; chapters 07, 10).
-
-    For each snippet, with camera positions ``g_k`` (truth) and ``p_k`` (prediction), ``k = 0..N-1``,
-    both expressed in the snippet's first camera frame:
-
-    1. align the first frames: ``p_k <- p_k - p_0 + g_0``;
-    2. fix the unknown scale of a monocular prediction by least squares,
-       ``s = sum_k g_k . p_k / sum_k |p_k|^2`` (0 if the prediction does not move at all);
-    3. the error: ``sqrt(sum_k |s p_k - g_k|^2) / N`` with ``convention="sfmlearner"``, the
-       formula behind the published ATE-5 figures (``N`` counts the first frame, exact by
-       construction, so it is not a root-mean-square), or the true RMSE
-       ``sqrt(sum_k |s p_k - g_k|^2 / N)`` with ``convention="rmse"`` (``sqrt(N)`` times larger).
-
-    Translations only: rotations are not scored, and a snippet's drift over its N frames is all
-    it sees (chapter 10 compares whole trajectories).
-
-    Args:
-        gt_positions, pred_positions: ``(B, N, 3)``, ``N >= 2``, finite.
-
-    Returns:
-        ``(errors (B,), scales (B,))`` in the ground truth's unit (metres).
-    """
-    dims = check_tensor(gt_positions, "gt_positions", ("B", "N", 3))
-    check_tensor(pred_positions, "pred_positions", ("B", "N", 3), dims=dims)
-    check_same_device(gt_positions=gt_positions, pred_positions=pred_positions)
-    if convention not in ("sfmlearner", "rmse"):
-        raise ValueError(f"convention must be 'sfmlearner' or 'rmse', got {convention!r}")
-    n = gt_positions.shape[1]
-    if n < 2:
-        raise ValueError(f"a snippet needs at least 2 frames, got {n}")
-    if not (bool(torch.isfinite(gt_positions).all()) and bool(torch.isfinite(pred_positions).all())):
-        raise ValueError("gt_positions and pred_positions must be finite")
-    g = gt_positions.double()
-    p = pred_positions.double() - pred_positions[:, :1].double() + g[:, :1]
-    num, den = (g * p).sum(dim=(1, 2)), (p * p).sum(dim=(1, 2))
-    scale = torch.where(den > 0, num / den.clamp(min=torch.finfo(torch.float64).tiny), torch.zeros_like(num))
-    sq = (scale[:, None, None] * p - g).square().sum(dim=(1, 2))
-    err = sq.sqrt() / n if convention == "sfmlearner" else (sq / n).sqrt()
-    return err.to(gt_positions.dtype), scale.to(gt_positions.dtype)
 
 
 def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:

@@ -1,8 +1,13 @@
-"""Whole trajectories (chapter 10): chaining two-view motions, 7-DoF alignment, KITTI's drift.
+"""Camera trajectories and their errors (chapters 07, 09, 10): short snippets (ATE-5), whole
+drives (chaining two-view motions, 7-DoF alignment, KITTI's drift).
 
-SfMLearner's ATE-5 (:func:`lesson_lib.metrics.ate_snippets`) judges five frames at a time,
-each snippet with its own scale and its first frame exact. A visual odometry is used over a
-whole drive, where the errors of consecutive steps add up; this module measures that:
+Snippets (chapter 07): :func:`camera_positions` reads camera centres off poses,
+:func:`snippet_trajectory` expresses a snippet's cameras in its first frame, and
+:func:`ate_snippets` is SfMLearner's ATE-5, which judges five frames at a time, each snippet
+with its own scale and its first frame exact.
+
+A visual odometry is used over a whole drive, where the errors of consecutive steps add up;
+the rest of this module measures that (chapter 10):
 
 - :func:`chain_poses` turns consecutive motions ``T_k_to_{k+1}`` into camera-to-world poses
   ``P_k`` (the first camera is the world): ``P_{k+1} = P_k · inv(T_k_to_{k+1})``, since a point
@@ -18,7 +23,8 @@ whole drive, where the errors of consecutive steps add up; this module measures 
   ``angle(E) / L`` (reported in degrees per 100 m). KITTI uses lengths 100..800 m; the
   synthetic world's drives are shorter, so the lengths are a parameter.
 
-Poses here are camera-to-world ``(N, 4, 4)``, float64 inside.
+A snippet's poses are the course's ``T_t_to_s`` ``(B, S, 4, 4)``; a whole drive's are
+camera-to-world ``(N, 4, 4)``, float64 inside.
 """
 
 from __future__ import annotations
@@ -28,11 +34,91 @@ from collections.abc import Sequence
 
 import torch
 
-from ._validate import check_tensor
+from ._validate import check_same_device, check_tensor
 from .pose import invert_pose, matrix_to_axis_angle
 
-__all__ = ["chain_poses", "window_positions", "umeyama_alignment", "align_trajectory", "drift_errors",
-           "trajectory_report"]
+__all__ = ["camera_positions", "snippet_trajectory", "ate_snippets", "chain_poses", "window_positions",
+           "umeyama_alignment", "align_trajectory", "drift_errors", "trajectory_report"]
+
+
+def camera_positions(T_ref_to_cam: torch.Tensor) -> torch.Tensor:
+    """The centres of cameras in a reference camera's frame, ``(B, N, 3)``, from the poses
+    ``T_ref_to_cam (B, N, 4, 4)`` that map reference-frame points into each camera's frame
+    (the course's ``T_t_to_s`` with the target as reference).
+
+    A camera's centre is the point its pose maps to its own origin: ``R c + t = 0``, so
+    ``c = -R^T t`` (chapter 02). The reference camera itself (identity pose) sits at 0.
+    """
+    check_tensor(T_ref_to_cam, "T_ref_to_cam", ("B", "N", 4, 4))
+    R, t = T_ref_to_cam[..., :3, :3], T_ref_to_cam[..., :3, 3:]
+    return -(R.transpose(-1, -2) @ t)[..., 0]
+
+
+def ate_snippets(
+    gt_positions: torch.Tensor, pred_positions: torch.Tensor, *, convention: str = "sfmlearner"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Absolute trajectory error of short snippets (SfMLearner's ATE-5; chapters 07, 10).
+
+    For each snippet, with camera positions ``g_k`` (truth) and ``p_k`` (prediction), ``k = 0..N-1``,
+    both expressed in the snippet's first camera frame:
+
+    1. align the first frames: ``p_k <- p_k - p_0 + g_0``;
+    2. fix the unknown scale of a monocular prediction by least squares,
+       ``s = sum_k g_k . p_k / sum_k |p_k|^2`` (0 if the prediction does not move at all);
+    3. the error: ``sqrt(sum_k |s p_k - g_k|^2) / N`` with ``convention="sfmlearner"``, the
+       formula behind the published ATE-5 figures (``N`` counts the first frame, exact by
+       construction, so it is not a root-mean-square), or the true RMSE
+       ``sqrt(sum_k |s p_k - g_k|^2 / N)`` with ``convention="rmse"`` (``sqrt(N)`` times larger).
+
+    Translations only: rotations are not scored, and a snippet's drift over its N frames is all
+    it sees (chapter 10 compares whole trajectories).
+
+    Args:
+        gt_positions, pred_positions: ``(B, N, 3)``, ``N >= 2``, finite.
+
+    Returns:
+        ``(errors (B,), scales (B,))`` in the ground truth's unit (metres).
+    """
+    dims = check_tensor(gt_positions, "gt_positions", ("B", "N", 3))
+    check_tensor(pred_positions, "pred_positions", ("B", "N", 3), dims=dims)
+    check_same_device(gt_positions=gt_positions, pred_positions=pred_positions)
+    if convention not in ("sfmlearner", "rmse"):
+        raise ValueError(f"convention must be 'sfmlearner' or 'rmse', got {convention!r}")
+    n = gt_positions.shape[1]
+    if n < 2:
+        raise ValueError(f"a snippet needs at least 2 frames, got {n}")
+    if not (bool(torch.isfinite(gt_positions).all()) and bool(torch.isfinite(pred_positions).all())):
+        raise ValueError("gt_positions and pred_positions must be finite")
+    g = gt_positions.double()
+    p = pred_positions.double() - pred_positions[:, :1].double() + g[:, :1]
+    num, den = (g * p).sum(dim=(1, 2)), (p * p).sum(dim=(1, 2))
+    scale = torch.where(den > 0, num / den.clamp(min=torch.finfo(torch.float64).tiny), torch.zeros_like(num))
+    sq = (scale[:, None, None] * p - g).square().sum(dim=(1, 2))
+    err = sq.sqrt() / n if convention == "sfmlearner" else (sq / n).sqrt()
+    return err.to(gt_positions.dtype), scale.to(gt_positions.dtype)
+
+
+def snippet_trajectory(T_t_to_s: torch.Tensor, target_index: int) -> torch.Tensor:
+    """The camera positions of a whole snippet in its **first** frame's coordinates,
+    ``(B, S + 1, 3)`` in frame order, from the poses ``T_t_to_s (B, S, 4, 4)`` of its sources
+    (frame order without the target, which sits at ``target_index``): SfMLearner's ATE
+    re-expresses every snippet relative to its first frame (chapters 07, 10).
+
+    Camera ``k``'s centre in the target frame is ``c_k = -R^T t`` of ``T_t_to_k``
+    (:func:`camera_positions`; the target's own is 0); ``T_t_to_0`` then
+    carries it into frame 0's coordinates.
+    """
+    check = T_t_to_s.ndim == 4 and T_t_to_s.shape[-2:] == (4, 4)
+    if not check:
+        raise ValueError(f"T_t_to_s: expected shape (B, S, 4, 4), got {tuple(T_t_to_s.shape)}")
+    b, n_src = T_t_to_s.shape[:2]
+    if not 0 <= target_index <= n_src:
+        raise ValueError(f"target_index must be in [0, {n_src}], got {target_index}")
+    eye = torch.eye(4, dtype=T_t_to_s.dtype, device=T_t_to_s.device).expand(b, 1, 4, 4)
+    T_all = torch.cat([T_t_to_s[:, :target_index], eye, T_t_to_s[:, target_index:]], dim=1)  # (B, S+1, 4, 4)
+    centres = camera_positions(T_all)  # in the target frame
+    T0 = T_all[:, 0]  # target frame -> frame 0
+    return (T0[:, None, :3, :3] @ centres[..., None])[..., 0] + T0[:, None, :3, 3]
 
 
 def chain_poses(T_k_to_next: torch.Tensor) -> torch.Tensor:
@@ -51,7 +137,7 @@ def chain_poses(T_k_to_next: torch.Tensor) -> torch.Tensor:
 def window_positions(poses: torch.Tensor, length: int = 5) -> torch.Tensor:
     """The camera centres of every window of ``length`` consecutive frames of a drive, each in
     its first camera's coordinates: ``(N - length + 1, length, 3)`` from camera-to-world poses
-    ``(N, 4, 4)``. With :func:`lesson_lib.metrics.ate_snippets` it gives ATE-5 along a drive
+    ``(N, 4, 4)``. With :func:`ate_snippets` it gives ATE-5 along a drive
     from the same chained motions the whole-drive errors use."""
     check_tensor(poses, "poses", ("N", 4, 4))
     n = poses.shape[0]

@@ -307,7 +307,7 @@ def _forward_snippet(step=1.0, n=3):
 
 
 def test_snippet_trajectory_known_answer():
-    from lesson_lib.evaluation import snippet_trajectory
+    from lesson_lib.trajectory import snippet_trajectory
 
     traj = snippet_trajectory(_forward_snippet(1.0, 3), target_index=1)
     torch.testing.assert_close(traj[0], torch.tensor([[0.0, 0, 0], [0, 0, 1], [0, 0, 2]], dtype=torch.float64))

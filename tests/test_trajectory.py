@@ -1,8 +1,10 @@
-"""Whole-trajectory evaluation (lesson_lib.trajectory): chaining motions, the 7-DoF (Umeyama)
-alignment against known similarities, and KITTI's drift errors on drives with known answers."""
+"""Trajectory evaluation (lesson_lib.trajectory): camera positions and SfMLearner's ATE on
+snippets; chaining motions, the 7-DoF (Umeyama) alignment against known similarities, and
+KITTI's drift errors on drives with known answers."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -129,7 +131,7 @@ def test_drive_motions_from_a_three_frame_predictor_rebuild_the_drive():
 
 
 def test_window_positions_give_ate5_of_a_drive():
-    from lesson_lib.metrics import ate_snippets
+    from lesson_lib.trajectory import ate_snippets
     from lesson_lib.trajectory import window_positions
 
     gt = _drive(12, 0.8, 0.05)
@@ -142,3 +144,88 @@ def test_window_positions_give_ate5_of_a_drive():
     assert float(err.max()) < 1e-9 and torch.allclose(scale, torch.full_like(scale, 2.0))
     with pytest.raises(ValueError, match="length"):
         window_positions(gt, 13)
+
+
+# --------------------------------------------------------------------------- snippets (ATE-5)
+
+
+def _pose(R, c):
+    """T_ref_to_cam of a camera with rotation R (ref -> cam) whose centre is c in the ref frame."""
+    T = torch.eye(4, dtype=torch.float64)
+    T[:3, :3] = R
+    T[:3, 3] = -R @ c
+    return T
+
+
+def test_camera_positions_known_answers():
+    from lesson_lib.trajectory import camera_positions
+
+    a = 0.7
+    Ry = torch.tensor([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]], dtype=torch.float64)
+    c1, c2 = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64), torch.tensor([0.3, -0.2, 2.5], dtype=torch.float64)
+    T = torch.stack([torch.eye(4, dtype=torch.float64), _pose(torch.eye(3, dtype=torch.float64), c1), _pose(Ry, c2)])[None]
+    pos = camera_positions(T)
+    torch.testing.assert_close(pos[0], torch.stack([torch.zeros(3, dtype=torch.float64), c1, c2]))
+    # a camera 1 m forward maps a reference point at z = 5 to z = 4 in its own frame
+    p = T[0, 1] @ torch.tensor([0.0, 0.0, 5.0, 1.0], dtype=torch.float64)
+    assert float(p[2]) == pytest.approx(4.0)
+
+
+def _ate_numpy(g, p, convention):
+    g, p = np.asarray(g, np.float64), np.asarray(p, np.float64)
+    out = []
+    for gs, ps in zip(g, p):
+        ps = ps - ps[0] + gs[0]
+        den = (ps * ps).sum()
+        s = (gs * ps).sum() / den if den > 0 else 0.0
+        sq = ((s * ps - gs) ** 2).sum()
+        out.append(np.sqrt(sq) / len(gs) if convention == "sfmlearner" else np.sqrt(sq / len(gs)))
+    return np.array(out)
+
+
+def test_ate_snippets_known_answers():
+    from lesson_lib.trajectory import ate_snippets
+
+    g = torch.tensor([[[0.0, 0, 0], [0, 0, 1], [0.1, 0, 2], [0.3, 0, 3], [0.6, 0, 4]]], dtype=torch.float64)
+    err, scale = ate_snippets(g, g / 3)  # right shape, a third of the size: perfect after scaling
+    assert float(err) == pytest.approx(0.0, abs=1e-12) and float(scale) == pytest.approx(3.0)
+    err, scale = ate_snippets(g, g / 3 + torch.tensor([5.0, -1.0, 2.0], dtype=torch.float64))  # offset removed
+    assert float(err) == pytest.approx(0.0, abs=1e-12) and float(scale) == pytest.approx(3.0)
+    # no motion predicted: scale 0, the whole trajectory is the error
+    err, scale = ate_snippets(g, torch.zeros_like(g))
+    assert float(scale) == 0.0 and float(err) == pytest.approx(float(g.square().sum().sqrt()) / 5)
+    # two frames at right angles: the best scale is 0, error |g_1| / N = 1 / 2
+    g2 = torch.tensor([[[0.0, 0, 0], [1, 0, 0]]], dtype=torch.float64)
+    p2 = torch.tensor([[[0.0, 0, 0], [0, 1, 0]]], dtype=torch.float64)
+    assert float(ate_snippets(g2, p2)[0]) == pytest.approx(0.5)
+    assert float(ate_snippets(g2, p2, convention="rmse")[0]) == pytest.approx(math.sqrt(0.5))
+
+
+def test_ate_snippets_matches_an_independent_numpy_version():
+    from lesson_lib.trajectory import ate_snippets
+
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=(16, 5, 3))
+    p = 0.4 * g + 0.05 * rng.normal(size=g.shape) + rng.normal(size=(16, 1, 3))
+    for conv in ("sfmlearner", "rmse"):
+        err, _ = ate_snippets(torch.from_numpy(g), torch.from_numpy(p), convention=conv)
+        np.testing.assert_allclose(err.numpy(), _ate_numpy(g, p, conv), rtol=1e-12)
+    sfm, _ = ate_snippets(torch.from_numpy(g), torch.from_numpy(p))
+    rmse, _ = ate_snippets(torch.from_numpy(g), torch.from_numpy(p), convention="rmse")
+    torch.testing.assert_close(rmse, sfm * math.sqrt(5))  # the published convention is sqrt(N) smaller
+
+
+def test_ate_snippets_bad_input():
+    from lesson_lib.trajectory import ate_snippets
+
+    g = torch.zeros(2, 5, 3)
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        ate_snippets(g[:, :1], g[:, :1])
+    with pytest.raises(ValueError, match="pred_positions"):
+        ate_snippets(g, g[:, :4])
+    bad = g.clone()
+    bad[0, 2, 1] = float("nan")
+    with pytest.raises(ValueError, match="finite"):
+        ate_snippets(g, bad)
+    with pytest.raises(ValueError, match="convention"):
+        ate_snippets(g, g, convention="kitti")

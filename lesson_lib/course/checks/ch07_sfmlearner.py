@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from ... import metrics, pose, warping
+from ... import pose, trajectory, warping
 from .engine import Case, run_check, seeded_generator
 
 __all__ = [
@@ -114,7 +114,7 @@ def check_explainability_loss(student_fn: Callable) -> bool:
 
 
 def _ref_ate(gt, pred):
-    err, scale = metrics.ate_snippets(gt[None], pred[None])
+    err, scale = trajectory.ate_snippets(gt[None], pred[None])
     return torch.stack([err[0], scale[0]])
 
 
