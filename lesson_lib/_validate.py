@@ -140,7 +140,12 @@ _VALUE_CHECKS: ContextVar[bool] = ContextVar("lesson_lib_value_checks", default=
 
 def value_checks_enabled() -> bool:
     """Whether value checks (finite / non-negative / positive tests that read tensor data) run
-    in the current context. True unless inside :func:`value_checks` ``(False)``."""
+    in the current context. True unless inside :func:`value_checks` ``(False)``, and False
+    while ``torch.compile`` traces the code: a check reads tensor data, which would split the
+    compiled graph and make the host wait for the device (a compiled step is the trainer's
+    hot path, where the checks are off anyway)."""
+    if torch.compiler.is_compiling():
+        return False
     return _VALUE_CHECKS.get()
 
 

@@ -38,12 +38,9 @@ C2 = 0.03**2
 def _sum3x3(p: torch.Tensor) -> torch.Tensor:
     """Sum over each 3x3 window, without padding (``(H, W)`` becomes ``(H-2, W-2)``): the nine
     shifted views added in row-major order, the order ``avg_pool2d`` adds them in. The views
-    come from one strided view ``(..., 3, 3, H-2, W-2)`` unbound row by row (5 operations
-    instead of 18 slices: on a GPU, fewer launches)."""
-    *lead, height, width = p.shape
-    h, w = height - 2, width - 2
-    st = p.stride()
-    windows = p.as_strided((*lead, 3, 3, h, w), (*st[:-2], st[-2], st[-1], st[-2], st[-1]), p.storage_offset())
+    come from one view of all 3x3 windows ``(..., 3, 3, H-2, W-2)`` unbound row by row (7 view
+    operations instead of 18 slices: on a GPU, fewer launches)."""
+    windows = p.unfold(-2, 3, 1).unfold(-2, 3, 1).movedim((-2, -1), (-4, -3))
     views = [v for row in windows.unbind(-4) for v in row.unbind(-3)]
     s = views[0] + views[1]
     for v in views[2:]:

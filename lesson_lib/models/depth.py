@@ -136,7 +136,7 @@ class DepthDecoder(nn.Module):
             x = self.iconvs[i](torch.cat(parts, dim=1) if len(parts) > 1 else x)
             if i in self.scales:
                 outputs[i] = torch.sigmoid(self.heads[str(i)](x))
-        return dict(sorted(outputs.items()))
+        return {s: outputs[s] for s in sorted(outputs)}
 
 
 class MonodepthNet(nn.Module):
