@@ -91,7 +91,7 @@ def child(args) -> dict:
         trainer.train_model.train()
 
         def step():
-            loss, _, _ = trainer._train_step(batch)  # the trainer's own step: autocast, scaler, channels-last
+            loss, _, _ = trainer.train_step(batch)  # the trainer's own step: autocast, scaler, channels-last
             return loss
 
     if cuda:

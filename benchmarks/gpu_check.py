@@ -19,7 +19,15 @@ going when one part fails, and leaves one summary (printed, and as JSON) to copy
    (autocast, ``value_checks(False)``) must call nothing that reads tensor data (counted with
    ``lesson_lib.training.syncs.HostSyncCounter``), and whole trainer steps (forward, backward, Adam) must make no
    synchronizing CUDA call (``torch.cuda.set_sync_debug_mode("warn")``).
-5. ``methods``: every registered method (:func:`lesson_lib.methods.available`) built with its
+5. ``steps``: every registered method's training step (default options, ``step_batch`` images at
+   the data's size) through the trainer, three ways: eager (the fast path), ``compile``
+   (``torch.compile`` in mode "reduce-overhead": CUDA graphs where safe) and ``cuda_graph`` (the
+   whole step captured once and replayed): ms and steps/s after warm-up (and the compile's own
+   seconds); for the eager step, the kernels per step and the GPU's busy share (kernel time /
+   wall time, from ``torch.profiler``); and the largest batch (doubling from ``step_batch``)
+   whose step's peak memory stays within ``memory_budget_gib``. A mode that fails is reported
+   with its error; the part fails only when the eager step does.
+6. ``methods``: every registered method (:func:`lesson_lib.methods.available`) built with its
    defaults and trained a couple of hundred steps through the ``Trainer`` on the fast path:
    first in a short run that stops with a checkpoint, then resumed from it (the resume path
    runs on CUDA too); the loss must stay finite and fall, the final validation and a depth
@@ -35,8 +43,8 @@ going when one part fails, and leaves one summary (printed, and as JSON) to copy
 Without a CUDA GPU it prints ``no CUDA GPU: nothing to check`` and exits 0. ``--device cpu``
 runs parts 2-5 on the CPU instead (the fast path through ``fast_path_on_cpu``), to test this
 script itself; the numbers mean nothing there. Exit status: 0 when no part failed, 1 otherwise.
-The default budgets add up to 7.5 minutes; each part stops at its budget (a part that runs over
-is cut off and fails), so the whole script ends within 8 minutes.
+The default budgets add up to 8.7 minutes; each part stops at its budget (a part that runs over
+is cut off and fails), so the whole script ends within 9 minutes (a device command may run 10).
 """
 
 from __future__ import annotations
@@ -74,7 +82,7 @@ import torch  # noqa: E402
 from lesson_lib.course.env import device_name  # noqa: E402
 from lesson_lib.training.syncs import HostSyncCounter  # noqa: E402
 
-PARTS = ("tests", "data", "benchmark", "syncs", "methods")
+PARTS = ("tests", "data", "benchmark", "syncs", "steps", "methods")
 TARGET_SPEEDUP = 2.0  # the fast path against float32, as bench_monodepth_train.py
 
 
@@ -95,14 +103,20 @@ class Settings:
     sync_steps: int = 3
     train_steps: int = 200
     train_batch: int = 4
+    step_batch: int = 8
+    step_warmup: int = 3
+    step_steps: int = 10
+    step_modes: tuple[str, ...] = ("eager", "compile", "cuda_graph")
+    memory_budget_gib: float = 16.0
     budgets: dict[str, float] = dataclasses.field(
-        default_factory=lambda: {"tests": 120, "data": 60, "benchmark": 90, "syncs": 30, "methods": 150}
+        default_factory=lambda: {"tests": 100, "data": 40, "benchmark": 60, "syncs": 30, "steps": 160, "methods": 130}
     )
 
 
 QUICK = Settings(height=64, width=96, sequences=1, frames=6, bench_batch=2, bench_widths=(16,), bench_warmup=2,
-                 bench_steps=4, sync_batch=2, sync_steps=2, train_steps=12, train_batch=2,
-                 budgets={"tests": 90, "data": 30, "benchmark": 30, "syncs": 20, "methods": 60})
+                 bench_steps=4, sync_batch=2, sync_steps=2, train_steps=12, train_batch=2, step_batch=2, step_warmup=1,
+                 step_steps=2, step_modes=("eager", "cuda_graph"), memory_budget_gib=1.0,
+                 budgets={"tests": 90, "data": 30, "benchmark": 30, "syncs": 20, "steps": 60, "methods": 60})
 
 
 # --------------------------------------------------------------------------------------------
@@ -363,7 +377,7 @@ def bench_train_step(device: torch.device | str, batch: dict[str, torch.Tensor],
         trainer = _monodepth_trainer(device, batch, encoder_width, fast, tmp)
         on_device = move_to(batch, trainer.device, channels_last=trainer.channels_last)
         for _ in range(warmup):
-            loss, _, _ = trainer._train_step(on_device)  # the trainer's own step: autocast, value checks off
+            loss, _, _ = trainer.train_step(on_device)  # the trainer's own step: autocast, value checks off
             if time.perf_counter() - t_start > budget_s / 2:
                 break
         _sync(trainer.device)
@@ -371,7 +385,7 @@ def bench_train_step(device: torch.device | str, batch: dict[str, torch.Tensor],
             torch.cuda.reset_peak_memory_stats(trainer.device)
         done, t0 = 0, time.perf_counter()
         while done < steps:
-            loss, _, _ = trainer._train_step(on_device)
+            loss, _, _ = trainer.train_step(on_device)
             done += 1
             if time.perf_counter() - t_start > budget_s:
                 break
@@ -445,7 +459,7 @@ def loss_host_syncs(trainer: Any, batch: Any) -> list[str]:
 
     batch = move_to(batch, trainer.device, channels_last=trainer.channels_last)
     with HostSyncCounter() as counter:
-        with trainer._autocast(), value_checks(False):
+        with trainer.autocast(), value_checks(False):
             trainer.method.loss(trainer.train_model, batch, trainer.step_context())
     return counter.calls
 
@@ -457,14 +471,14 @@ def cuda_step_syncs(trainer: Any, batch: Any, steps: int) -> list[str]:
 
     batch = move_to(batch, trainer.device, channels_last=trainer.channels_last)
     for _ in range(2):  # warm-up: cuDNN's algorithm search, Adam's state
-        trainer._train_step(batch)
+        trainer.train_step(batch)
     torch.cuda.synchronize(trainer.device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
             for _ in range(steps):
-                trainer._train_step(batch)
+                trainer.train_step(batch)
         finally:
             torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize(trainer.device)
@@ -500,41 +514,175 @@ def syncs_part(device: torch.device, sequences: list, settings: Settings) -> dic
 
 
 # --------------------------------------------------------------------------------------------
-# 5. A short training of every method
+# 5. Every method's step: eager, compiled, captured; kernels, busy share, largest batch
 
 
-class _Union(torch.utils.data.Dataset):
-    """For a method of an unknown data kind: each item holds the keys of a stereo item *and* of
-    a video snippet (``left``, ``right``, ``target``, ``sources``, ``K``, ...), a guess that
-    serves the method if it reads either."""
-
-    def __init__(self, stereo, video):
-        self.stereo, self.video = stereo, video
-
-    def __len__(self) -> int:
-        return min(len(self.stereo), len(self.video))
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {**self.stereo[i], **self.video[i]}
+def _method_batch(method: Any, sequences: list, batch_size: int) -> dict[str, Any]:
+    train, _ = method_datasets(method, sequences)
+    return torch.utils.data.default_collate([train[i % len(train)] for i in range(batch_size)])
 
 
-def method_datasets(kind: str, method: Any, sequences: list) -> tuple[Any, Any]:
-    """``(train, val)`` datasets of the rendered ``sequences`` for a method's ``data_kind``:
-    ``stereo`` pairs, ``video`` snippets (``config.snippet_length``, else ``1 + config.n_sources``, default 3), or for another
-    kind the union of both (no validation)."""
-    from lesson_lib.data.synthetic import StereoDataset, VideoDataset
+def _step_trainer(name: str, device: torch.device, batch: dict[str, Any], out_dir: Path, **options: Any) -> Any:
+    from lesson_lib import methods
+    from lesson_lib.training import TrainConfig, Trainer
 
-    if kind == "stereo":
-        return StereoDataset(sequences, augment=True), StereoDataset(sequences, augment=False)
-    cfg = method.config
-    length = int(getattr(cfg, "snippet_length", 1 + int(getattr(cfg, "n_sources", 2))))
-    if kind == "video":  # training needs no optical flow (computing it per item costs time)
-        return (VideoDataset(sequences, length, augment=True, flow=False),
-                VideoDataset(sequences, length, augment=False, flow=False))
-    if kind == "video_flow":  # a flow network: its validation compares with the world's flow
-        return (VideoDataset(sequences, length, augment=True, flow=False),
-                VideoDataset(sequences, length, augment=False, flow=True))
-    return _Union(StereoDataset(sequences), VideoDataset(sequences, length, flow=False)), None
+    method = methods.build_method(name)
+    if hasattr(method, "load_pretrained"):
+        method.load_pretrained = False  # a later stage's step without an earlier stage's file
+    n = len(next(v for v in batch.values() if isinstance(v, torch.Tensor)))
+    cfg = TrainConfig(steps=10**6, batch_size=n, device=device.type, fast_path_on_cpu=device.type == "cpu",
+                      out_dir=str(out_dir), progress=False, tensorboard=False, overwrite=True, **options)
+    trainer = Trainer(method, cfg, _FixedBatch({k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}))
+    trainer.set_mode(True)
+    return trainer
+
+
+def time_steps(trainer: Any, batch: Any, warmup: int, steps: int) -> dict[str, Any]:
+    """ms per step of ``trainer.train_step`` after ``warmup`` steps (the first one's seconds too:
+    a compile or a capture happens there), between two synchronisations."""
+    t0 = time.perf_counter()
+    loss, _, _ = trainer.train_step(batch)
+    _sync(trainer.device)
+    first_s = time.perf_counter() - t0
+    for _ in range(max(0, warmup - 1)):
+        trainer.train_step(batch)
+    _sync(trainer.device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss, _, _ = trainer.train_step(batch)
+    _sync(trainer.device)
+    dt = (time.perf_counter() - t0) / steps
+    return {"ms_per_step": 1000 * dt, "steps_per_s": 1 / dt, "first_step_s": first_s, "loss": float(loss)}
+
+
+def profile_steps(trainer: Any, batch: Any, steps: int) -> dict[str, Any]:
+    """Kernels per step and the device's busy share (kernel time / wall time) over ``steps``
+    steps, from ``torch.profiler``; on the CPU the ATen operations per step instead."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = trainer.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    _sync(trainer.device)
+    t0 = time.perf_counter()
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            trainer.train_step(batch)
+        _sync(trainer.device)
+    wall_us = (time.perf_counter() - t0) * 1e6
+    events = prof.events()
+    if cuda:
+        kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+        busy_us = sum(getattr(e, "device_time", None) or getattr(e, "cuda_time", 0) for e in kernels)
+        return {"kernels_per_step": len(kernels) / steps, "kernel_ms_per_step": busy_us / 1000 / steps,
+                "busy_share": busy_us / wall_us}
+    ops = [e for e in events if e.name.startswith("aten::")]
+    return {"aten_ops_per_step": len(ops) / steps, "kernels_per_step": None, "busy_share": None}
+
+
+def largest_batch(name: str, device: torch.device, sequences: list, start: int, budget_gib: float,
+                  out_dir: Path, deadline: float) -> dict[str, Any]:
+    """The largest batch (``start`` doubled) whose eager step peaks within ``budget_gib`` GiB."""
+    if device.type != "cuda":
+        return {"largest_batch": None, "reason": "peak memory is measured on CUDA"}
+    from lesson_lib import methods
+
+    best, peak_of, b = None, {}, start
+    while time.perf_counter() < deadline:
+        trainer = on_device = None
+        try:
+            batch = _method_batch(methods.build_method(name), sequences, b)
+            trainer = _step_trainer(name, device, batch, out_dir)
+            on_device = _to(trainer, batch)
+            torch.cuda.reset_peak_memory_stats(device)
+            for _ in range(2):
+                trainer.train_step(on_device)
+            _sync(device)
+            peak = torch.cuda.max_memory_allocated(device) / 2**30
+        except torch.OutOfMemoryError:
+            peak = math.inf
+        finally:
+            trainer = on_device = None
+            _free(device)
+        peak_of[b] = peak
+        if peak > budget_gib:
+            break
+        best, b = b, 2 * b
+    return {"largest_batch": best, "budget_gib": budget_gib, "peak_gib_by_batch": peak_of}
+
+
+def _to(trainer: Any, batch: Any) -> Any:
+    from lesson_lib.training import move_to
+
+    return move_to(batch, trainer.device, channels_last=trainer.channels_last)
+
+
+def step_report(name: str, device: torch.device, sequences: list, settings: Settings, budget_s: float) -> dict[str, Any]:
+    from lesson_lib import methods
+
+    t_start = time.perf_counter()
+    batch = _method_batch(methods.build_method(name), sequences, settings.step_batch)
+    report: dict[str, Any] = {"batch_size": settings.step_batch, "modes": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in settings.step_modes:
+            if time.perf_counter() - t_start > 0.8 * budget_s:
+                report["modes"][mode] = {"error": "not run: the method's share of the budget is spent"}
+                continue
+            options = {"eager": {}, "compile": {"compile": True}, "cuda_graph": {"cuda_graph": True}}[mode]
+            if mode == "cuda_graph" and device.type != "cuda":
+                report["modes"][mode] = {"error": "not run: CUDA graphs need CUDA"}
+                continue
+            try:
+                trainer = _step_trainer(name, device, batch, Path(tmp) / mode, **options)
+                on_device = _to(trainer, batch)
+                row = time_steps(trainer, on_device, settings.step_warmup, settings.step_steps)
+                if mode == "eager":
+                    row.update(profile_steps(trainer, on_device, max(1, settings.step_steps // 2)))
+                report["modes"][mode] = row
+            except Exception as exc:  # reported per mode; only the eager step's failure fails the part
+                report["modes"][mode] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+            finally:
+                trainer = on_device = None
+                _free(device)
+        deadline = t_start + budget_s
+        report.update(largest_batch(name, device, sequences, settings.step_batch, settings.memory_budget_gib,
+                                    Path(tmp) / "largest", deadline))
+    eager = report["modes"].get("eager", {})
+    for mode, row in report["modes"].items():
+        if "ms_per_step" in row and "ms_per_step" in eager:
+            row["vs_eager"] = eager["ms_per_step"] / row["ms_per_step"]
+    report["status"] = "PASS" if "ms_per_step" in eager and _finite(eager["loss"]) else "FAIL"
+    return report
+
+
+def steps_part(device: torch.device, sequences: list, settings: Settings, budget_s: float) -> dict[str, Any]:
+    from lesson_lib import methods
+
+    names, results, t0 = methods.available(), {}, time.perf_counter()
+    for i, name in enumerate(names):
+        share = (0.95 * budget_s - (time.perf_counter() - t0)) / (len(names) - i)
+        try:
+            results[name] = step_report(name, device, sequences, settings, max(5.0, share))
+        except PartTimeout:
+            raise
+        except Exception as exc:
+            results[name] = {"status": "FAIL", "error": f"{type(exc).__name__}: {exc}",
+                             "traceback": traceback.format_exc()[-2000:]}
+    failed = [n for n, r in results.items() if r["status"] != "PASS"]
+    return {"status": "FAIL" if failed else "PASS", "error": f"eager step failed: {', '.join(failed)}" if failed else None,
+            "methods": results}
+
+
+# --------------------------------------------------------------------------------------------
+# 6. A short training of every method
+
+
+def method_datasets(method: Any, sequences: list) -> tuple[Any, Any]:
+    """``(train, val)`` datasets of the rendered ``sequences`` as the method declares them (its
+    ``data_kind`` and ``data_options``, :func:`lesson_lib.data.splits.datasets_from_worlds`):
+    the same worlds for training (augmented) and validation."""
+    from lesson_lib.data.splits import datasets_from_worlds
+
+    return datasets_from_worlds(method.data_kind, sequences, sequences, 0, **method.data_options())
 
 
 def _image_of(item: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -555,10 +703,8 @@ def train_method(name: str, device: torch.device | str, sequences: list, *, step
 
     device = torch.device(device)
     t0 = time.perf_counter()
-    cls = methods.get_method(name)
-    kind = getattr(cls, "data_kind", "stereo")
     method = methods.build_method(name)
-    train, val = method_datasets(kind, method, sequences)
+    train, val = method_datasets(method, sequences)
     out_dir = Path(out_dir)
     extra = {} if lr is None else {"lr": lr}
 
@@ -594,21 +740,17 @@ def train_method(name: str, device: torch.device | str, sequences: list, *, step
     del trainer
     prediction = None
     model, loaded, _ = methods.load_model(out_dir / "latest.pt", device)
-    image, K, baseline = _image_of((val or train)[0])
-    try:
+    item = (val or train)[0]
+    if "depth" in loaded.predicts:
+        image, K, baseline = _image_of(item)
         depth = loaded.predict_depth(model, image.to(device), K.to(device),
                                      None if baseline is None else baseline.to(device))
         prediction = {"shape": list(depth.shape), "finite": bool(torch.isfinite(depth).all()),
-                      "median": float(depth.median())}
-    except NotImplementedError:
-        prediction = None  # a method that predicts no depth
-    if prediction is None and kind == "video_flow":
-        from lesson_lib.methods.trianflow import predict_flow
-
-        item = (val or train)[0]
-        flow = predict_flow(model, item["target"][None].to(device), item["sources"][None, -1].to(device))
+                      "median": float(depth.median()), "what": "depth"}
+    elif "flow" in loaded.predicts:
+        flow = loaded.predict_flow(model, item["target"][None].to(device), item["sources"][None, -1].to(device))
         prediction = {"shape": list(flow.shape), "finite": bool(torch.isfinite(flow).all()),
-                      "median": float(flow.norm(dim=1).median())}
+                      "median": float(flow.norm(dim=1).median()), "what": "flow length"}
     del model
 
     problems = []
@@ -625,7 +767,7 @@ def train_method(name: str, device: torch.device | str, sequences: list, *, step
     return {
         "status": "FAIL" if problems else "PASS",
         "error": "; ".join(problems) or None,
-        "data_kind": kind,
+        "data_kind": method.data_kind,
         "amp_dtype": amp,
         "channels_last": channels_last,
         "steps": stop,
@@ -747,6 +889,25 @@ def describe(name: str, part: dict[str, Any]) -> list[str]:
             lines.append(f"synchronizing CUDA calls in {part['steps_checked']} whole trainer steps: {part['step_syncs']}")
         calls = sorted(set((part["loss_sync_calls"] or []) + (part["step_sync_calls"] or [])))
         lines += [f"  {c}" for c in calls[:10]]
+    elif name == "steps" and "methods" in part:
+        for m, r in part["methods"].items():
+            if "modes" not in r:
+                lines.append(f"{m}: {r['status']} {r.get('error')}")
+                continue
+            for mode, row in r["modes"].items():
+                if "ms_per_step" not in row:
+                    lines.append(f"{m} {mode}: {row.get('error')}")
+                    continue
+                extra = ""
+                if row.get("kernels_per_step") is not None:
+                    extra = f", {row['kernels_per_step']:.0f} kernels/step, GPU busy {100 * row['busy_share']:.0f} %"
+                elif row.get("aten_ops_per_step") is not None:
+                    extra = f", {row['aten_ops_per_step']:.0f} ATen ops/step"
+                lines.append(f"{m} {mode} (batch {r['batch_size']}): {row['ms_per_step']:.1f} ms/step "
+                             f"({row['steps_per_s']:.1f} steps/s, {row.get('vs_eager', 1.0):.2f}x eager), first step "
+                             f"{row['first_step_s']:.1f} s{extra}")
+            if r.get("largest_batch") is not None:
+                lines.append(f"{m}: largest batch within {r['budget_gib']:g} GiB: {r['largest_batch']}")
     elif name == "methods" and "methods" in part:
         for m, r in part["methods"].items():
             if "loss_first" not in r:
@@ -758,7 +919,7 @@ def describe(name: str, part: dict[str, Any]) -> list[str]:
                          f"{', cut by the budget' if r['cut_by_budget'] else ''}) in {r['seconds']:.1f} s, "
                          f"loss {r['loss_first']:.4g} -> {r['loss_last']:.4g}, loss host syncs {r['loss_host_syncs']}"
                          + (f", val {val}" if val else "")
-                         + (f", {'flow length' if r['data_kind'] == 'video_flow' else 'depth'} median {r['prediction']['median']:.3g}" if r["prediction"] else ""))
+                         + (f", {r['prediction'].get('what', 'depth')} median {r['prediction']['median']:.3g}" if r["prediction"] else ""))
     return lines
 
 
@@ -877,10 +1038,11 @@ def main(argv: list[str] | None = None) -> int:
         "data": render,
         "benchmark": needs_data(lambda b: benchmark_part(device, data["sequences"], settings, b)),
         "syncs": needs_data(lambda b: syncs_part(device, data["sequences"], settings)),
+        "steps": needs_data(lambda b: steps_part(device, data["sequences"], settings, b)),
         "methods": needs_data(lambda b: methods_part(device, data["sequences"], settings, b)),
     }
     selected = list(args.parts)
-    if any(p in selected for p in ("benchmark", "syncs", "methods")) and "data" not in selected:
+    if any(p in selected for p in ("benchmark", "syncs", "steps", "methods")) and "data" not in selected:
         selected.append("data")
     for name in PARTS:
         if name in selected:

@@ -53,7 +53,7 @@ def snippets_batch(n_worlds: int = 6, frames: int = 12) -> dict:
 def diagnose(path: Path, batch: dict) -> dict:
     model, method = methods.load_model(path, "cpu")[:2]
     model.eval()
-    target, sources, K = method._inputs(batch)
+    target, sources, K = method.network_inputs(batch)
     disp = method.predict_disparity(model, target)  # (B, 1, h, w) at the network's input size
     depth = 1.0 / disp
     T = method.predict_poses(model, target, sources)  # (B, 2, 4, 4): to the previous, to the next frame
@@ -164,7 +164,7 @@ def save_record(out: Path, record: dict, batch: dict, last: list[Path], picks: t
         model, method = methods.load_model(path, "cpu")[:2]
         model.eval()
         with torch.no_grad():
-            target = method._inputs({k: batch[k][idx] for k in ("target", "sources", "K")})[0]
+            target = method.network_inputs({k: batch[k][idx] for k in ("target", "sources", "K")})[0]
             arrays[f"disp_{path.parent.name}"] = method.predict_disparity(model, target)[:, 0].numpy().astype(np.float16)
     size = tuple(arrays[next(iter(arrays))].shape[-2:])
     arrays["target"] = (resize(batch["target"][idx], size).clamp(0, 1) * 255).round().to(torch.uint8).numpy()

@@ -29,10 +29,10 @@ BINS = (0.0, 4.0, 8.0, 16.0, 32.0, 1e9)
 
 
 def _pairs(count: int):
-    from lesson_lib.course.cli import _load_worlds
+    from lesson_lib.data.splits import load_worlds
     from lesson_lib.data.synthetic import VideoDataset
 
-    data = VideoDataset(_load_worlds("test", 20, 5, dict(height=128, width=416), "test split"), 3,
+    data = VideoDataset(load_worlds("test", 20, 5, dict(height=128, width=416), "test split"), 3,
                         skip_static=False, flow=True)
     step = max(1, len(data) // count)
     return [data[i] for i in range(0, len(data), step)][:count]
@@ -64,19 +64,18 @@ def loss_scan(items) -> None:
 
 def gains(items, weights: list[str]) -> None:
     from lesson_lib.methods import load_model
-    from lesson_lib.methods.trianflow import predict_flow
 
     print(f"\n2. the network's flow along the true flow / the true flow's length, {len(items)} test pairs")
     labels = [f"{lo:g}-{hi:g} px" if hi < 1e8 else f">{lo:g} px" for lo, hi in zip(BINS[:-1], BINS[1:])]
     print(f"{'weights':<44}" + "".join(f"{b:>10}" for b in labels) + f"{'EPE':>8}")
     for path in weights:
-        model, _, _ = load_model(path)
+        model, method, _ = load_model(path)
         model.eval()
         num, den, epe, n = np.zeros(len(labels)), np.zeros(len(labels)), 0.0, 0
         for it in items:
             gt = it["flow"][None]
             with torch.no_grad():
-                pred = predict_flow(model, it["target"][None], it["sources"][None, -1])
+                pred = method.predict_flow(model, it["target"][None], it["sources"][None, -1])
             m = (it["flow_valid"].bool() & (it["depth"] > 0) & ~it["moving"].bool())[0]
             g, p = gt[0][:, m].T.double().numpy(), pred[0][:, m].T.double().numpy()
             k = np.digitize(np.linalg.norm(g, axis=1), BINS) - 1

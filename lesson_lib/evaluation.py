@@ -45,6 +45,8 @@ __all__ = [
     "evaluate_flow",
     "relative_pose_errors",
     "drive_motions",
+    "pose_predictor",
+    "evaluate_method",
 ]
 
 TEST_SEQUENCES, TEST_FRAMES = 20, 5
@@ -554,3 +556,95 @@ def drive_motions(
             out.append(invert_pose(T[:1, 0]))  # T_0_to_1 from T_1_to_0
         out.append(T[:, -1])
     return torch.cat(out).cpu()
+
+
+def pose_predictor(model: nn.Module, method: Any, K: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``predict(target (B,3,H,W), sources (B,S,3,H,W)) -> T_t_to_s (B,S,4,4)`` of a trained model
+    through ``method.predict_poses``, with the images' intrinsics ``K (3, 3)`` (one camera)."""
+    if "poses" not in method.predicts:
+        raise ValueError(f"a model of {method.name} with this configuration does not predict poses")
+
+    def predict(target: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
+        return method.predict_poses(model, target, sources, K.to(target.device).expand(target.shape[0], 3, 3))
+
+    return predict
+
+
+def evaluate_method(
+    model: nn.Module,
+    method: Any,
+    worlds: Sequence[Any],
+    *,
+    batch_size: int = 8,
+    crop: str | None = None,
+    motion_worlds: Sequence[Any] = (),
+) -> dict[str, Any]:
+    """The course's whole protocol for a trained model of any method, on the synthetic
+    ``worlds`` of a split (rendered sequences, e.g. :func:`lesson_lib.data.load_split`), chosen by
+    what the method says its model predicts (``method.predicts``):
+
+    - ``depth``: :func:`evaluate_model` on every frame (``results``, ``images``, ``depth_seconds``);
+    - ``poses``: ATE-5 on 5-frame snippets beside two baselines, no motion and the mean motion
+      of ``motion_worlds`` (``ate``; a model whose poses take 3 frames, ``method.pose_frames``,
+      is chained, :func:`chained_poses`), and the two-view errors of the target -> next motion
+      (``relative_pose``; 3-frame pose models);
+    - ``flow``: the EPE of ``method.predict_flow`` on consecutive frames beside zero flow (``flow``).
+
+    Runs on the model's device. A part the worlds are too short for (fewer than 5 frames for
+    ATE-5, 3 for the flow) is left out and named in ``skipped``.
+    """
+    import time
+
+    from .data.synthetic import StereoDataset, VideoDataset
+
+    if not worlds:
+        raise ValueError("no worlds to evaluate on")
+    device = next(model.parameters()).device
+    report: dict[str, Any] = {"method": method.name, "skipped": []}
+    predicts = method.predicts
+    if "depth" in predicts:
+        data = StereoDataset(list(worlds), augment=False)
+        t0 = time.perf_counter()
+        report["results"] = evaluate_model(model, method, data, batch_size=batch_size, crop=crop)
+        report["images"], report["depth_seconds"] = len(data), time.perf_counter() - t0
+    if "poses" in predicts:
+        frames = method.pose_frames
+        if frames not in (3, 5):
+            raise ValueError(f"{method.name}: ATE-5 takes pose models of 3 or 5 frames, this one takes {frames}")
+        snippets = VideoDataset(list(worlds), 5, flow=False, skip_static=False)
+        K = torch.as_tensor(np.asarray(worlds[0].K), dtype=torch.float32)  # a split's worlds share one camera
+        predict = pose_predictor(model, method, K)
+        if len(snippets) == 0:
+            report["skipped"].append("ate: no 5-frame snippet (worlds of fewer than 5 frames)")
+        else:
+            if frames == 5:
+                predict_5 = predict
+            else:
+                def predict_5(t: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+                    return chained_poses(predict, t, src)
+
+            if not motion_worlds:
+                raise ValueError("motion_worlds: training worlds are needed for the mean-motion baseline of ATE-5")
+            mean = mean_motion_poses(VideoDataset(list(motion_worlds), 5, flow=False)).float().to(device)
+            report["ate"] = {
+                "snippet_length": 5, "chained": frames == 3,
+                "model": evaluate_poses(predict_5, snippets, device=device),
+                "no_motion": evaluate_poses(lambda t, src: torch.eye(4, device=t.device).expand(t.shape[0], 4, 4, 4),
+                                            snippets, device=device),
+                "mean_motion": evaluate_poses(lambda t, src: mean.expand(t.shape[0], 4, 4, 4), snippets, device=device),
+            }
+        if frames == 3:
+            pairs = VideoDataset(list(worlds), 3, flow=False, skip_static=False)
+            if len(pairs):
+                report["relative_pose"] = relative_pose_errors(predict, pairs, device=device)
+        else:
+            report["skipped"].append("relative_pose: measured for 3-frame pose models")
+    if "flow" in predicts:
+        pairs = VideoDataset(list(worlds), 3, skip_static=False, flow=True)
+        if len(pairs) == 0:
+            report["skipped"].append("flow: no 3-frame snippet (worlds of fewer than 3 frames)")
+        else:
+            t0 = time.perf_counter()
+            flow = evaluate_flow(lambda a, b: method.predict_flow(model, a, b), pairs, batch_size=batch_size, device=device)
+            report["flow"] = {"pairs": len(pairs), **flow, "seconds": time.perf_counter() - t0}
+    return report

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from lesson_lib._validate import value_checks
-from lesson_lib.methods.monodepth import Monodepth, MonodepthConfig, predict_disparity
+from lesson_lib.methods.monodepth import Monodepth, MonodepthConfig, network_disparity
 from lesson_lib.training import TrainConfig, Trainer, move_to, read_log
 from lesson_lib.training.syncs import HostSyncCounter
 from lesson_lib.warping import stereo_warp
@@ -58,7 +58,7 @@ def _trainer(out_dir, steps, **kw):
 
 def _median_disparity_px(model):
     x = _ConstantDisparity(1)[0]["left"][None]
-    return float(predict_disparity(model, x).median()) * W
+    return float(network_disparity(model, x).median()) * W
 
 
 STEPS = 40
@@ -91,13 +91,13 @@ def test_fast_path_is_on_and_weights_stay_float32(trained):
 def test_the_network_runs_in_bf16_and_the_loss_in_float32(trained):
     trainer, _ = trained
     left = torch.stack([_ConstantDisparity(1)[0]["left"]]).contiguous(memory_format=torch.channels_last)
-    with torch.no_grad(), trainer._autocast():
+    with torch.no_grad(), trainer.autocast():
         disps = trainer.model(left)
     assert all(d.dtype == torch.bfloat16 for d in disps.values())  # autocast reaches the convolutions
     batch = move_to(torch.utils.data.default_collate([_ConstantDisparity()[i] for i in range(2)]), "cpu",
                     channels_last=True)
     with torch.no_grad():
-        with trainer._autocast(), value_checks(False):
+        with trainer.autocast(), value_checks(False):
             fast, _ = trainer.method.loss(trainer.model, batch, trainer.step_context())
         plain, _ = trainer.method.loss(trainer.model, batch, trainer.step_context())
     assert fast.dtype == torch.float32  # monodepth_loss lifts the disparities to float32
@@ -141,7 +141,7 @@ def test_a_fast_path_checkpoint_resumes_exactly(tmp_path):
 
 
 def test_the_training_loss_makes_no_host_sync(tmp_path):
-    """The loss exactly as ``Trainer._train_step`` calls it (autocast bf16, value checks off,
+    """The loss exactly as ``Trainer.train_step`` calls it (autocast bf16, value checks off,
     the trainer's step context, a channels-last batch) calls nothing that reads tensor data;
     with value checks on the same call does (the counter sees this code path)."""
     trainer = _trainer(tmp_path / "run", 1)
@@ -149,11 +149,11 @@ def test_the_training_loss_makes_no_host_sync(tmp_path):
     batch = move_to(torch.utils.data.default_collate([data[0], data[1]]), trainer.device,
                     channels_last=trainer.channels_last)
     with HostSyncCounter() as off:
-        with trainer._autocast(), value_checks(False):
+        with trainer.autocast(), value_checks(False):
             loss, logs = trainer.method.loss(trainer.train_model, batch, trainer.step_context())
     assert off.calls == [], off.calls
     assert loss.requires_grad and all(isinstance(v, torch.Tensor) for v in logs.values())  # logs stay tensors
     with HostSyncCounter() as on:
-        with trainer._autocast():
+        with trainer.autocast():
             trainer.method.loss(trainer.train_model, batch, trainer.step_context())
     assert len(on.calls) > 0 and all("lesson_lib" in c for c in on.calls)

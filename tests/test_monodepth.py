@@ -17,7 +17,7 @@ from lesson_lib.methods.monodepth import (
     monodepth_loss,
     post_process,
     post_process_weights,
-    predict_disparity,
+    network_disparity,
 )
 from lesson_lib.stereo import depth_to_disparity_fraction, disparity_fraction_to_depth
 from lesson_lib.training import (
@@ -266,14 +266,14 @@ class _Constant(torch.nn.Module):
 def test_predict_runs_at_the_training_size_and_returns_the_input_size():
     net = _Constant(0.07)
     img = torch.rand(1, 3, 100, 330)
-    d = predict_disparity(net, img, size=(64, 224))
+    d = network_disparity(net, img, size=(64, 224))
     assert d.shape == (1, 1, 100, 330) and net.sizes == [(64, 224)]
     assert torch.allclose(d, torch.full_like(d, 0.07))  # a fraction of the width does not change
     net.sizes.clear()
-    predict_disparity(net, img)
+    network_disparity(net, img)
     assert net.sizes == [(96, 320)]  # nearest multiples of 32
     with pytest.raises(ValueError, match="image"):
-        predict_disparity(net, torch.rand(3, 100, 330))
+        network_disparity(net, torch.rand(3, 100, 330))
 
 
 def test_config_validation():

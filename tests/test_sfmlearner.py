@@ -240,18 +240,18 @@ def test_commands_train_evaluate_predict_sfmlearner(tmp_path):
     assert disp.shape == (128, 128) and np.isfinite(disp).all() and "up to scale" in r.stdout
 
 
-def test_module_predict_depth_and_poses_shapes_direction_and_errors(snippets):
-    from lesson_lib.methods.sfmlearner import predict_depth, predict_poses
-
+def test_predict_depth_and_poses_shapes_direction_and_errors(snippets):
     torch.manual_seed(0)
-    net = SfMLearnerNet(SfMLearnerConfig(input_height=64, input_width=224))
+    method = SfMLearner(SfMLearnerConfig(input_height=64, input_width=224))
+    net = method.build_model()
     net.train()
-    depth = predict_depth(net, snippets["target"])
+    depth = method.predict_depth(net, snippets["target"])
     assert depth.shape == (3, 1, 128, 416) and bool(torch.isfinite(depth).all()) and bool((depth > 0).all())
     assert net.training  # left as it was
     snippet = torch.cat([snippets["target"][:, None], snippets["sources"]], dim=1)  # target first
-    T = predict_poses(net, snippet)
+    T = method.predict_poses(net, snippets["target"], snippets["sources"])
     assert T.shape == (3, 2, 4, 4)
+    assert net.training  # left as it was
     # the direction: the pose network's own 6-vector read with SfMLearner's Euler order, target to source
     from lesson_lib.images import resize
     from lesson_lib.pose import pose_vector_to_matrix
@@ -262,12 +262,12 @@ def test_module_predict_depth_and_poses_shapes_direction_and_errors(snippets):
         vec, _ = net.pose_net(torch.cat([x[:, 0], x[:, 1:].flatten(1, 2)], dim=1))
         net.train()
     torch.testing.assert_close(T, pose_vector_to_matrix(vec.reshape(-1, 6), rotation="euler").reshape(3, 2, 4, 4))
-    with pytest.raises(ValueError, match="snippet"):
-        predict_poses(net, snippet[:, :2])
-    with pytest.raises(ValueError, match="images"):
-        predict_depth(net, snippets["target"][:, :2])
+    with pytest.raises(ValueError, match="sources"):  # one source for a 3-frame pose network
+        method.predict_poses(net, snippets["target"], snippets["sources"][:, :1])
+    with pytest.raises(ValueError, match="image"):
+        method.predict_depth(net, snippets["target"][:, :2])
     with pytest.raises(TypeError, match="SfMLearnerNet"):
-        predict_depth(torch.nn.Linear(2, 2), snippets["target"])
+        method.predict_depth(torch.nn.Linear(2, 2), snippets["target"])
 
 
 def test_ssim_photometric_option_uses_chapter_04s_error(snippets):

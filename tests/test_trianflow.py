@@ -1,5 +1,5 @@
 """TrianFlow's flow stage (chapter 09): forward-backward consistency, the occlusion-aware flow
-loss on known shifts, training through the registry, predict_flow and validation EPE."""
+loss on known shifts, training through the registry, TrianFlow.predict_flow and validation EPE."""
 
 import pytest
 import torch
@@ -12,7 +12,6 @@ from lesson_lib.methods.trianflow import (
     fb_consistency,
     fb_score,
     flow_loss,
-    predict_flow,
     visible_mask,
 )
 from lesson_lib.metrics import flow_epe
@@ -84,10 +83,15 @@ def test_trains_through_the_registry_validates_and_predicts(pairs, tmp_path):
     assert val["epe"][-1] > 0 and val["epe_zero_flow"][-1] > 0.5  # the camera moves: zero flow is wrong
     model, method, _ = methods.load_model(tmp_path / "latest.pt")
     item = pairs[0]
-    flow = predict_flow(model, item["target"][None], item["sources"][None, 1])
+    assert method.predicts == {"flow"}
+    flow = method.predict_flow(model, item["target"][None], item["sources"][None, 1])
     assert flow.shape == (1, 2, 128, 416) and bool(torch.isfinite(flow).all())
     with pytest.raises(TypeError, match="TrianFlowNet"):
-        predict_flow(torch.nn.Linear(2, 2), item["target"][None], item["sources"][None, 1])
+        method.predict_flow(torch.nn.Linear(2, 2), item["target"][None], item["sources"][None, 1])
+    with pytest.raises(NotImplementedError, match="flow stage"):  # a flow model has no depth, hence no poses
+        method.predict_depth(model, item["target"][None])
+    with pytest.raises(NotImplementedError, match="flow stage"):
+        method.predict_poses(model, item["target"][None], item["sources"][None], item["K"])
 
 
 def test_flow_epe_known_answers():

@@ -14,8 +14,6 @@ from lesson_lib.methods.trianflow import (
     align_scale,
     depth_loss,
     pose_from_flow,
-    predict_depth,
-    predict_poses,
     sample_correspondences,
     triangulate_correspondences,
 )
@@ -182,14 +180,15 @@ def test_depth_stage_loads_and_freezes_the_flow_network(tmp_path):
     model, method, _ = methods.load_model(tmp_path / "depth.pt")
     assert isinstance(model, TrianFlowNet) and method.config.stage == "depth"
     item = data[0]
-    d = predict_depth(model, item["target"][None])
+    d = method.predict_depth(model, item["target"][None])
     assert d.shape == (1, 1, 128, 416) and bool((d > 0).all())
-    snippet = torch.cat([item["target"][None, None], item["sources"][None]], dim=1)
-    T = predict_poses(model, snippet, item["K"])
+    T = method.predict_poses(model, item["target"][None], item["sources"][None], item["K"])
     assert T.shape == (1, 2, 4, 4) and bool(torch.isfinite(T).all())
     torch.testing.assert_close(T[..., 3, :], torch.tensor([0.0, 0.0, 0.0, 1.0]).expand(1, 2, 4))
     with pytest.raises(RuntimeError, match="no depth network"):
-        predict_depth(TrianFlowNet(flow_cfg), item["target"][None])
+        method.predict_depth(TrianFlowNet(flow_cfg), item["target"][None])
+    with pytest.raises(ValueError, match="intrinsics K"):
+        method.predict_poses(model, item["target"][None], item["sources"][None])
 
 
 def _loss_inputs(b=2):

@@ -24,35 +24,16 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..training import CheckpointError, TrainConfig, config_from_args, config_to_argparse, option
+from ..data.splits import SyntheticData
+from ..training import CheckpointError, TrainConfig, config_from_args, config_to_argparse
 
 __all__ = ["SyntheticData", "main", "main_train", "main_evaluate", "main_predict", "main_export"]
-
-
-@dataclass
-class SyntheticData:
-    """Which worlds of the synthetic world (appendix A1) to train and validate on: their stereo
-    pairs for stereo methods, their video snippets for video methods."""
-
-    train_sequences: int = option(200, "training worlds (seeds 0..N-1 of the train split)")
-    train_frames: int = option(10, "frames rendered per training world")
-    val_sequences: int = option(8, "validation worlds (seeds 10000..)")
-    val_frames: int = option(5, "frames per validation world")
-    image_height: int = option(128, "rendered image height")
-    image_width: int = option(416, "rendered image width")
-
-    def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
-            if value < (0 if name.startswith("val_") else 1):
-                raise ValueError(f"--{name.replace('_', '-')} must be >= {0 if name.startswith('val_') else 1}, got {value}")
 
 
 def _fail(message: str) -> int:
@@ -75,74 +56,13 @@ def _device(name: str) -> torch.device:
 
 
 def _load_worlds(split: str, sequences: int, frames: int, size: dict[str, int], what: str) -> list:
-    """The sequences of a split, rendered or read from the cache, with overall progress on stderr
-    (rendering 200 worlds takes minutes the first time; the cache makes later runs fast)."""
-    from dataclasses import replace
+    from ..data.splits import load_worlds
 
-    from tqdm.auto import tqdm
-
-    from ..data.synthetic import load_sequence, split_configs
-
-    offset, camera, motion = split_configs(split)
-    if size:
-        camera = replace(camera, **size)
-    print(f"{what}: {sequences} worlds x {frames} frames of the {split} split (rendered once, then cached)",
-          file=sys.stderr, flush=True)
-    if sys.stderr.isatty():
-        return [load_sequence(offset + i, frames, camera, motion, progress=False)
-                for i in tqdm(range(sequences), desc=what, unit="world", file=sys.stderr)]
-    seqs, t0, every = [], time.perf_counter(), max(1, sequences // 10)
-    for i in range(sequences):  # a log file or a pipe: a line every tenth of the way
-        seqs.append(load_sequence(offset + i, frames, camera, motion, progress=False))
-        if (i + 1) % every == 0 or i + 1 == sequences:
-            print(f"{what}: {i + 1}/{sequences} worlds ready ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
-    return seqs
+    return load_worlds(split, sequences, frames, size, what)
 
 
 # --------------------------------------------------------------------------------------------
-# train: one data kind per family of methods
-
-
-DATA_CONFIGS: dict[str, type] = {"stereo": SyntheticData, "video": SyntheticData, "video_flow": SyntheticData}
-"""The options dataclass of the training data each kind of method needs (``Method.data_kind``)."""
-
-
-def _stereo_datasets(data_cfg: SyntheticData, seed: int) -> tuple[Any, Any]:
-    from ..data.synthetic import StereoDataset
-
-    size = dict(height=data_cfg.image_height, width=data_cfg.image_width)
-    train = StereoDataset(_load_worlds("train", data_cfg.train_sequences, data_cfg.train_frames, size, "training data"),
-                          augment=True, seed=seed)
-    val = None
-    if data_cfg.val_sequences and data_cfg.val_frames:
-        val = StereoDataset(_load_worlds("val", data_cfg.val_sequences, data_cfg.val_frames, size, "validation data"),
-                            augment=False)
-    return train, val
-
-
-def _video_datasets(data_cfg: SyntheticData, seed: int, snippet_length: int = 3, val_flow: bool = False,
-                    train_flow: bool = False, flow_offset: int = 1) -> tuple[Any, Any]:
-    from ..data.synthetic import VideoDataset
-
-    size = dict(height=data_cfg.image_height, width=data_cfg.image_width)
-    train = VideoDataset(_load_worlds("train", data_cfg.train_sequences, data_cfg.train_frames, size, "training data"),
-                         snippet_length, augment=True, seed=seed, flow=train_flow, flow_offset=flow_offset)
-    val = None
-    if data_cfg.val_sequences and data_cfg.val_frames:
-        val = VideoDataset(_load_worlds("val", data_cfg.val_sequences, data_cfg.val_frames, size, "validation data"),
-                           snippet_length, augment=False, flow=val_flow, flow_offset=flow_offset)
-    return train, val
-
-
-def _video_flow_datasets(data_cfg: SyntheticData, seed: int, snippet_length: int = 3, train_flow: bool = False,
-                         flow_offset: int = 1) -> tuple[Any, Any]:
-    """Video snippets whose validation items carry the world's exact flow (flow methods); with
-    ``train_flow`` the training items too (an experiment that uses ground truth)."""
-    return _video_datasets(data_cfg, seed, snippet_length, val_flow=True, train_flow=train_flow, flow_offset=flow_offset)
-
-
-DATASETS: dict[str, Callable[..., tuple[Any, Any]]] = {"stereo": _stereo_datasets, "video": _video_datasets,
-                                                       "video_flow": _video_flow_datasets}
+# train
 
 
 def _train_parser(name: str) -> argparse.ArgumentParser:
@@ -156,7 +76,7 @@ def _train_parser(name: str) -> argparse.ArgumentParser:
     )
     config_to_argparse(p, TrainConfig)
     config_to_argparse(p, cls.config_class)
-    config_to_argparse(p, DATA_CONFIGS[getattr(cls, "data_kind", "stereo")])
+    config_to_argparse(p, SyntheticData)
     return p
 
 
@@ -174,7 +94,6 @@ def main_train(argv: list[str]) -> int:
     from ..training import train_worker
 
     cls = methods.get_method(name)
-    kind = getattr(cls, "data_kind", "stereo")
     parser = _train_parser(name)
     ns = parser.parse_args(argv[1:])
     if ns.steps == 0 and any(a == "--steps" or a.startswith("--steps=") for a in argv[1:]):
@@ -182,7 +101,7 @@ def main_train(argv: list[str]) -> int:
     try:
         train_cfg = config_from_args(TrainConfig, ns)
         method_cfg = config_from_args(cls.config_class, ns)
-        data_cfg = config_from_args(DATA_CONFIGS[kind], ns)
+        data_cfg = config_from_args(SyntheticData, ns)
         _device(train_cfg.device)
     except ValueError as exc:
         parser.error(str(exc))
@@ -195,7 +114,7 @@ def main_train(argv: list[str]) -> int:
         method.build_model()
     except (CheckpointError, ValueError) as exc:
         return _fail(str(exc))
-    train, val = DATASETS[kind](data_cfg, train_cfg.seed, **method.data_options())
+    train, val = method.build_datasets(data_cfg, train_cfg.seed)
     try:
         trainer = train_worker(method, train_cfg, train, val)
     except (FileExistsError, CheckpointError, ValueError) as exc:
@@ -211,8 +130,7 @@ def main_train(argv: list[str]) -> int:
 
 
 def _describe(method: Any) -> str:
-    variant = getattr(method.config, "variant", None)
-    return f"{method.name}" + (f" ({variant})" if variant else "")
+    return method.describe()
 
 
 def main_evaluate(argv: list[str]) -> int:
@@ -254,8 +172,7 @@ def main_evaluate(argv: list[str]) -> int:
     if ns.kitti is not None:
         return _evaluate_kitti(ns)
     from .. import methods
-    from ..data.synthetic import StereoDataset
-    from ..evaluation import evaluate_model
+    from ..evaluation import evaluate_method
     from ..metrics import format_metrics
 
     try:
@@ -263,57 +180,48 @@ def main_evaluate(argv: list[str]) -> int:
         model, method, _ = methods.load_model(ns.weights, device)
     except (CheckpointError, FileNotFoundError, ValueError) as exc:
         return _fail(str(exc))
-    size = {}
-    flow_stage = getattr(method, "data_kind", "") == "video_flow" and getattr(method.config, "stage", "") == "flow"
-    if flow_stage:  # a flow network (TrianFlow's first stage)
-        return _evaluate_flow(model, method, ns, size, device)
-    data = StereoDataset(_load_worlds(ns.split, ns.sequences, ns.frames, size, f"{ns.split} split"), augment=False)
-    t0 = time.perf_counter()
     crop = None if ns.crop in (None, "none") else ns.crop
-    results = evaluate_model(model, method, data, batch_size=ns.batch_size, crop=crop)
-    print(f"{ns.weights}: {_describe(method)}, {len(data)} images of the {ns.split} split, "
-          f"depth <= {MAX_DEPTH:.0f} m, {'Garg crop' if crop else 'whole image'}, {time.perf_counter() - t0:.1f} s on {device}")
-    print(format_metrics(results))
-    report = {"weights": str(ns.weights), "method": method.name, "split": ns.split, "images": len(data),
-              "crop": crop or "none", "results": results}
-    if hasattr(method, "predict_poses"):  # a video method: ATE on 5-frame snippets, beside two baselines
-        from ..data.synthetic import VideoDataset
-        from ..evaluation import chained_poses, evaluate_poses, mean_motion_poses
-
-        snippets = VideoDataset(data.sequences, 5, flow=False, skip_static=False)
-        if len(snippets) == 0:
-            print(f"no 5-frame snippet in {ns.frames} frames per world: use --frames 5 or more for ATE-5", file=sys.stderr)
-        else:
-            predict_3 = _pose_predictor(model, method, data[0]["K"].to(device))
-            if int(getattr(method.config, "n_sources", 2)) == 4:
-                predict = predict_3
-            else:  # a 3-frame model: chain three snippets' motions (evaluation.chained_poses)
-                def predict(t, src):
-                    return chained_poses(predict_3, t, src)
-
-            train_video = VideoDataset(_load_worlds("train", ns.motion_sequences, 10, size, "mean motion from"), 5,
-                                       flow=False)
-            mean = mean_motion_poses(train_video).float().to(device)
-            ate = evaluate_poses(predict, snippets, device=device)
-            still = evaluate_poses(lambda t, src: torch.eye(4, device=t.device).expand(t.shape[0], 4, 4, 4), snippets,
-                                   device=device)
-            moving = evaluate_poses(lambda t, src: mean.expand(t.shape[0], 4, 4, 4), snippets, device=device)
-            print(f"ATE-5 (SfMLearner's convention, m, {ate['snippets']} snippets): model {ate['ate_mean']:.4f} +- "
-                  f"{ate['ate_std']:.4f}; no-motion baseline {still['ate_mean']:.4f} +- {still['ate_std']:.4f}; "
-                  f"mean-motion baseline {moving['ate_mean']:.4f} +- {moving['ate_std']:.4f}"
-                  + (" (3-frame model: poses chained)" if int(getattr(method.config, "n_sources", 2)) == 2 else ""))
-            report["ate"] = {"snippet_length": 5, "chained": int(getattr(method.config, "n_sources", 2)) == 2, "model": ate,
-                             "no_motion": still, "mean_motion": moving}
-            from ..evaluation import relative_pose_errors
-
-            pairs = VideoDataset(data.sequences, 3, flow=False, skip_static=False)
-            rel = relative_pose_errors(lambda t, src: predict_3(t, src), pairs, device=device)
-            print(f"two-view pose, target to next frame ({rel['pairs']} pairs): rotation error "
-                  f"{rel['rotation_deg_mean']:.3f} deg, translation-direction error {rel['direction_deg_mean']:.2f} deg, "
-                  f"{rel['failures']} failed")
-            report["relative_pose"] = rel
-    if getattr(method, "data_kind", "") == "video_flow":  # TrianFlow's depth stage carries its flow network
-        report["flow"] = _flow_report(model, method, ns, size, device)
+    worlds = _load_worlds(ns.split, ns.sequences, ns.frames, {}, f"{ns.split} split")
+    motion = []
+    if "poses" in method.predicts and ns.frames >= 5:
+        motion = _load_worlds("train", ns.motion_sequences, 10, {}, "mean motion from")
+    r = evaluate_method(model, method, worlds, batch_size=ns.batch_size, crop=crop, motion_worlds=motion)
+    report: dict[str, Any] = {"weights": str(ns.weights), "method": method.name, "split": ns.split}
+    if "results" in r:
+        print(f"{ns.weights}: {_describe(method)}, {r['images']} images of the {ns.split} split, "
+              f"depth <= {MAX_DEPTH:.0f} m, {'Garg crop' if crop else 'whole image'}, {r['depth_seconds']:.1f} s on {device}")
+        print(format_metrics(r["results"]))
+        report.update(images=r["images"], crop=crop or "none", results=r["results"])
+    if "ate" in r:
+        ate = r["ate"]
+        m, still, moving = ate["model"], ate["no_motion"], ate["mean_motion"]
+        print(f"ATE-5 (SfMLearner's convention, m, {m['snippets']} snippets): model {m['ate_mean']:.4f} +- "
+              f"{m['ate_std']:.4f}; no-motion baseline {still['ate_mean']:.4f} +- {still['ate_std']:.4f}; "
+              f"mean-motion baseline {moving['ate_mean']:.4f} +- {moving['ate_std']:.4f}"
+              + (" (3-frame model: poses chained)" if ate["chained"] else ""))
+        report["ate"] = ate
+    if "relative_pose" in r:
+        rel = r["relative_pose"]
+        print(f"two-view pose, target to next frame ({rel['pairs']} pairs): rotation error "
+              f"{rel['rotation_deg_mean']:.3f} deg, translation-direction error {rel['direction_deg_mean']:.2f} deg, "
+              f"{rel['failures']} failed")
+        report["relative_pose"] = rel
+    if "flow" in r:
+        flow = dict(r["flow"])
+        print(f"{ns.weights}: {_describe(method)}, flow of {flow['pairs']} frame pairs of the {ns.split} split, "
+              f"{flow.pop('seconds'):.1f} s on {device}")
+        print(f"{'EPE (px)':<18}{'all':>10}{'static':>10}{'moving':>10}")
+        for label, key in (("model", "epe"), ("zero flow", "zero_flow_epe")):
+            print(f"{label:<18}" + "".join(f"{flow[f'{key}_{k}']:10.3f}" for k in ("all", "static", "moving")))
+        if "results" in r:
+            report["flow"] = flow
+        else:  # a flow model alone
+            report["pairs"] = flow.pop("pairs")
+            report["flow"] = flow
+    for reason in r["skipped"]:
+        print(f"not measured: {reason}: use --frames 5 or more", file=sys.stderr)
+    if "results" not in r and "flow" not in r:
+        return _fail(f"nothing to evaluate for {_describe(method)} on {ns.frames} frames per world")
     if ns.json:
         Path(ns.json).write_text(json.dumps(report, indent=2))
     return 0
@@ -347,48 +255,6 @@ def _evaluate_kitti(ns: argparse.Namespace) -> int:
         report = {"weights": str(ns.weights), "method": method.name, "kitti": str(ns.kitti),
                   "split_file": str(ns.split_file), "images": len(data), "size": [ns.height, ns.width],
                   "crop": crop or "none", "results": results}
-        Path(ns.json).write_text(json.dumps(report, indent=2))
-    return 0
-
-
-def _pose_predictor(model: Any, method: Any, K: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """``predict(target, sources) -> T_t_to_s`` for a video method's model (SfMLearner: the pose
-    network; TrianFlow: F from the flow, scaled by the depth, with the split's intrinsics ``K``)."""
-    if method.name == "trianflow":
-        from ..methods.trianflow import predict_poses as trianflow_poses
-
-        return lambda t, src: trianflow_poses(model, torch.cat([t[:, None], src], dim=1), K.to(t.device))
-    from ..methods.sfmlearner import predict_poses
-
-    return lambda t, src: predict_poses(model, torch.cat([t[:, None], src], dim=1))  # resizes to the input size
-
-
-def _flow_report(model: Any, method: Any, ns: argparse.Namespace, size: dict[str, int], device: torch.device) -> dict | None:
-    from ..data.synthetic import VideoDataset
-    from ..evaluation import evaluate_flow
-    from ..methods.trianflow import predict_flow
-
-    data = VideoDataset(_load_worlds(ns.split, ns.sequences, ns.frames, size, f"{ns.split} split"), 3,
-                        skip_static=False, flow=True)
-    if len(data) == 0:
-        _fail(f"no 3-frame snippet in {ns.frames} frames per world: use --frames 3 or more")
-        return None
-    t0 = time.perf_counter()
-    r = evaluate_flow(lambda a, b: predict_flow(model, a, b), data, batch_size=ns.batch_size, device=device)
-    print(f"{ns.weights}: {_describe(method)}, flow of {len(data)} frame pairs of the {ns.split} split, "
-          f"{time.perf_counter() - t0:.1f} s on {device}")
-    print(f"{'EPE (px)':<18}{'all':>10}{'static':>10}{'moving':>10}")
-    for label, key in (("model", "epe"), ("zero flow", "zero_flow_epe")):
-        print(f"{label:<18}" + "".join(f"{r[f'{key}_{k}']:10.3f}" for k in ("all", "static", "moving")))
-    return {"pairs": len(data), **r}
-
-
-def _evaluate_flow(model: Any, method: Any, ns: argparse.Namespace, size: dict[str, int], device: torch.device) -> int:
-    r = _flow_report(model, method, ns, size, device)
-    if r is None:
-        return 2
-    if ns.json:
-        report = {"weights": str(ns.weights), "method": method.name, "split": ns.split, "pairs": r.pop("pairs"), "flow": r}
         Path(ns.json).write_text(json.dumps(report, indent=2))
     return 0
 
@@ -443,8 +309,8 @@ def main_predict(argv: list[str]) -> int:
         return _fail(str(exc))
     out = Path(ns.out)
     out.mkdir(parents=True, exist_ok=True)
-    if getattr(method, "data_kind", "") == "video_flow" and getattr(method.config, "stage", "") == "flow":  # flow of consecutive images
-        return _predict_flow(model, ns.images, out, device)
+    if "depth" not in method.predicts:  # a flow model (TrianFlow's first stage): flow of consecutive images
+        return _predict_flow(model, method, ns.images, out, device)
     for f in ns.images:
         try:
             image = torch.from_numpy(read_image(f)).permute(2, 0, 1)[None].to(device)
@@ -461,11 +327,10 @@ def main_predict(argv: list[str]) -> int:
     return 0
 
 
-def _predict_flow(model: Any, files: list[str], out: Path, device: torch.device) -> int:
+def _predict_flow(model: Any, method: Any, files: list[str], out: Path, device: torch.device) -> int:
     from matplotlib import pyplot as plt
 
     from ..data.folder import read_image
-    from ..methods.trianflow import predict_flow
     from .plotting import flow_to_rgb
 
     if len(files) < 2:
@@ -477,7 +342,7 @@ def _predict_flow(model: Any, files: list[str], out: Path, device: torch.device)
     for f1, f2, a, b in zip(files, files[1:], images, images[1:]):
         if a.shape != b.shape:
             return _fail(f"{f1} and {f2} have different sizes ({tuple(a.shape[-2:])} and {tuple(b.shape[-2:])})")
-        flow = predict_flow(model, a, b)[0].cpu().numpy().astype(np.float32)  # (2, H, W)
+        flow = method.predict_flow(model, a, b)[0].cpu().numpy().astype(np.float32)  # (2, H, W)
         stem = f"{Path(f1).stem}_to_{Path(f2).stem}"
         np.save(out / f"{stem}_flow.npy", flow)
         plt.imsave(out / f"{stem}_flow.png", flow_to_rgb(flow))

@@ -61,7 +61,7 @@ __all__ = [
     "left_right_consistency",
     "post_process_weights",
     "post_process",
-    "predict_disparity",
+    "network_disparity",
     "VARIANTS",
 ]
 
@@ -241,7 +241,7 @@ def post_process(disp: torch.Tensor, disp_flipped: torch.Tensor) -> torch.Tensor
 
 
 @torch.no_grad()
-def predict_disparity(
+def network_disparity(
     model: nn.Module,
     image: torch.Tensor,
     post_processing: bool = False,
@@ -288,6 +288,10 @@ class Monodepth(Method):
     config_class: ClassVar[type] = MonodepthConfig
     metric_depth: ClassVar[bool] = True
 
+    def describe(self) -> str:
+        """The name and the variant, e.g. ``"monodepth (lr)"``."""
+        return f"{self.name} ({self.config.variant})"
+
     def __init__(self, config: MonodepthConfig | None = None) -> None:
         self.config = config or MonodepthConfig()
 
@@ -308,22 +312,23 @@ class Monodepth(Method):
         return loss, terms
 
     def predict_disparity(self, model: nn.Module, image: torch.Tensor, *, post_processing: bool = False) -> torch.Tensor:
-        """Left disparity as a fraction of the width (:func:`predict_disparity` at the trained size)."""
-        return predict_disparity(model, image, post_processing=post_processing, size=self.config.input_size)
+        """Left disparity as a fraction of the width (:func:`network_disparity` at the trained size)."""
+        return network_disparity(model, image, post_processing=post_processing, size=self.config.input_size)
 
     def predict_depth(
         self,
         model: nn.Module,
         image: torch.Tensor,
-        K: torch.Tensor,
+        K: torch.Tensor | None = None,
         baseline: torch.Tensor | None = None,
         *,
         post_processing: bool = False,
         max_depth: float = 100.0,
     ) -> torch.Tensor:
         """Depth in metres, ``Z = f_x · B / (d · W)``; needs the rig's ``baseline``."""
-        if baseline is None:
-            raise ValueError("Monodepth's depth needs the stereo baseline (metres) of the rig it was trained on")
+        if K is None or baseline is None:
+            raise ValueError("Monodepth's depth needs the intrinsics K (its focal length) and the stereo baseline "
+                             "(metres) of the rig it was trained on")
         disp = self.predict_disparity(model, image, post_processing=post_processing)
         focal = K[:, 0, 0].to(disp.device)
         return disparity_fraction_to_depth(disp, focal, torch.as_tensor(baseline).to(disp.device), max_depth=max_depth)

@@ -249,6 +249,11 @@ class Monodepth2(SfMLearner):
     name: ClassVar[str] = "monodepth2"
     config_class: ClassVar[type] = Monodepth2Config
 
+    def describe(self) -> str:
+        """The name and the variant, e.g. ``"monodepth2 (full)"``."""
+        variant = self.config.variant
+        return f"{self.name} ({variant})" if variant else self.name
+
     def __init__(self, config: Monodepth2Config | None = None) -> None:
         self.config = config or Monodepth2Config()
 
@@ -258,7 +263,7 @@ class Monodepth2(SfMLearner):
     def loss(
         self, model: nn.Module, batch: Mapping[str, Any], ctx: StepContext | None = None
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        target, sources, K = self._inputs(batch)
+        target, sources, K = self.network_inputs(batch)
         return monodepth2_loss(model(target, sources), target, sources, K, self.config)
 
     @torch.no_grad()
@@ -269,7 +274,7 @@ class Monodepth2(SfMLearner):
         was = model.training
         model.eval()
         try:
-            target, sources, K = self._inputs(batch)
+            target, sources, K = self.network_inputs(batch)
             outputs = model(target, sources)
             _, terms = monodepth2_loss(outputs, target, sources, K, self.config, return_maps=True)
         finally:

@@ -51,11 +51,12 @@ from ..images import downsample, resize
 from ..losses import photometric_error, smoothness
 from ..metrics import depth_metrics
 from ..models import DepthDecoder, PoseExpNet, ResNetEncoder, explainability, network_input_size
-from ..training import Method, NetworkOptions, StepContext, option
+from ..training import NetworkOptions, StepContext, option
 from ..warping import rigid_warp
+from .common import MonocularMethod
 
 __all__ = ["SfMLearnerConfig", "SfMLearnerNet", "SfMLearner", "sfmlearner_loss", "snippet_poses", "scale_views",
-           "disparity_to_depth", "monocular_disparity", "predict_depth", "predict_poses"]
+           "sigmoid_to_disparity"]
 
 MIN_DISP, DISP_RANGE = 0.01, 10.0
 """SfMLearner's disparity range: ``disp = 10·sigmoid + 0.01``, depth in ``(1/10.01, 100)``."""
@@ -88,9 +89,10 @@ class SfMLearnerConfig(NetworkOptions):
         self.check_network_options(nonnegative=("explainability_weight", "smoothness_weight"))
 
 
-def disparity_to_depth(sigmoid_output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def sigmoid_to_disparity(sigmoid_output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """SfMLearner's ``disp = 10·sigmoid + 0.01`` and ``depth = 1 / disp`` from the decoder's
-    sigmoid output; returns ``(disp, depth)``."""
+    sigmoid output; returns ``(disp, depth)``. (Not stereo's ``Z = f·B / d``,
+    :func:`lesson_lib.stereo.disparity_to_depth`: here "disparity" is inverse depth up to scale.)"""
     disp = DISP_RANGE * sigmoid_output + MIN_DISP
     return disp, 1.0 / disp
 
@@ -113,7 +115,7 @@ class SfMLearnerNet(nn.Module):
 
     def depth(self, target: torch.Tensor) -> dict[int, torch.Tensor]:
         """SfMLearner's disparity ``10·sigmoid + 0.01`` at every scale."""
-        return {s: disparity_to_depth(v)[0] for s, v in self.decoder(self.encoder(target)).items()}
+        return {s: sigmoid_to_disparity(v)[0] for s, v in self.decoder(self.encoder(target)).items()}
 
     def forward(self, target: torch.Tensor, sources: torch.Tensor) -> dict[str, Any]:
         check_tensor(sources, "sources", (target.shape[0], self.pose_net.n_sources, 3, target.shape[-2], target.shape[-1]))
@@ -228,29 +230,36 @@ def sfmlearner_loss(
     return loss, terms
 
 
-class SfMLearner(Method):
+class SfMLearner(MonocularMethod):
     """SfMLearner for :class:`~lesson_lib.training.Trainer`: batches of
     :class:`~lesson_lib.data.VideoDataset` (``target``, ``sources``, ``K``; for validation
     ``depth``). Depth is known only up to scale: evaluate it median-scaled."""
 
     name: ClassVar[str] = "sfmlearner"
     config_class: ClassVar[type] = SfMLearnerConfig
-    metric_depth: ClassVar[bool] = False
-    data_kind: ClassVar[str] = "video"
-
-    def data_options(self) -> dict[str, Any]:
-        return {"snippet_length": 1 + self.config.n_sources}
+    net_class: ClassVar[type[nn.Module]] = SfMLearnerNet
+    predicts: ClassVar[frozenset[str]] = frozenset({"depth", "poses"})
 
     def __init__(self, config: SfMLearnerConfig | None = None) -> None:
         self.config = config or SfMLearnerConfig()
 
+    def data_options(self) -> dict[str, Any]:
+        return {"snippet_length": 1 + self.config.n_sources}
+
+    @property
+    def pose_frames(self) -> int:
+        """The target and its ``n_sources`` sources: the pose network sees the whole snippet."""
+        return 1 + self.config.n_sources
+
     def build_model(self) -> nn.Module:
         return SfMLearnerNet(self.config)
 
-    def _inputs(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def network_inputs(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(target, sources, K)`` of a batch at the network's input size (``config.input_size``:
+        images resized, intrinsics scaled with them)."""
         for key in ("target", "sources", "K"):
             if key not in batch:
-                raise KeyError(f"SfMLearner needs batches with 'target', 'sources' and 'K'; {key!r} is missing")
+                raise KeyError(f"{self.name} needs batches with 'target', 'sources' and 'K'; {key!r} is missing")
         target, sources, K = batch["target"], batch["sources"], batch["K"]
         size = self.config.input_size
         if size is not None and tuple(target.shape[-2:]) != tuple(size):
@@ -263,114 +272,60 @@ class SfMLearner(Method):
     def loss(
         self, model: nn.Module, batch: Mapping[str, Any], ctx: StepContext | None = None
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        target, sources, K = self._inputs(batch)
+        target, sources, K = self.network_inputs(batch)
         return sfmlearner_loss(model(target, sources), target, sources, K, self.config)
 
-    def predict_disparity(self, model: nn.Module, image: torch.Tensor, *, post_processing: bool = False) -> torch.Tensor:
-        """``(B, 1, H, W)`` inverse depth up to scale (SfMLearner has no post-processing: the
-        flag averages with the mirrored image's prediction, flipped back)."""
-        return monocular_disparity(_net(model), image, self.config.input_size, post_processing=post_processing)
-
-    def predict_depth(
-        self,
-        model: nn.Module,
-        image: torch.Tensor,
-        K: torch.Tensor,
-        baseline: torch.Tensor | None = None,
-        *,
-        post_processing: bool = False,
-        max_depth: float = 100.0,
-    ) -> torch.Tensor:
-        """Depth ``1 / disp`` up to an unknown scale (median-scale it before comparing)."""
-        return (1.0 / self.predict_disparity(model, image, post_processing=post_processing)).clamp(max=max_depth)
+    def _pose_inputs(self, net: SfMLearnerNet, target: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
+        """The stacked snippet ``(B, 3·(1 + S), h, w)`` at the network's input size, checked."""
+        dims = check_tensor(target, "target", ("B", 3, "H", "W"))
+        check_tensor(sources, "sources", ("B", net.pose_net.n_sources, 3, "H", "W"), dims=dims)
+        check_same_device(target=target, sources=sources, model=next(net.parameters()))
+        size = self.config.input_size or network_input_size(*target.shape[-2:])
+        b, n = sources.shape[:2]
+        target, sources = target.float(), sources.float()
+        if tuple(target.shape[-2:]) != tuple(size):
+            target = resize(target, size)
+            sources = resize(sources.flatten(0, 1), size).reshape(b, n, 3, *size)
+        return torch.cat([target, sources.flatten(1, 2)], dim=1)
 
     @torch.no_grad()
-    def predict_poses(self, model: nn.Module, target: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
-        """``T_t_to_s (B, S, 4, 4)`` for each source of a snippet (sources in the dataset's
-        order: frame order without the target), translation up to the depth's scale."""
-        net = _net(model)
-        poses, _ = net.pose_net(torch.cat([target, sources.flatten(1, 2)], dim=1))
+    def predict_poses(
+        self, model: nn.Module, target: torch.Tensor, sources: torch.Tensor, K: torch.Tensor | None = None, *,
+        seed: int = 0,
+    ) -> torch.Tensor:
+        """``T_t_to_s (B, S, 4, 4)`` from the pose network, for each source of a snippet (sources in
+        the dataset's order: frame order without the target; for a 3-frame snippet ``[I_{t-1},
+        I_{t+1}]``), translation in the depth network's unknown scale. The images are resized to
+        the network's input size; ``K`` and ``seed`` are not needed. The model runs in eval mode
+        and is left as it was."""
+        net = self.net(model)
+        x = self._pose_inputs(net, target, sources)
+        was = net.training
+        net.eval()
+        try:
+            poses, _ = net.pose_net(x)
+        finally:
+            net.train(was)
         return net.pose_net.to_matrices(poses)
 
     @torch.no_grad()
     def predict_masks(self, model: nn.Module, target: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
-        """The explainability mask at full resolution, ``(B, S, 1, H, W)`` in ``[0, 1]`` (1:
-        explainable), for each source of a snippet; all ones for a model without the mask."""
-        net = _net(model)
-        _, logits = net.pose_net(torch.cat([target, sources.flatten(1, 2)], dim=1))
+        """The explainability mask at the network's input size, ``(B, S, 1, h, w)`` in ``[0, 1]``
+        (1: explainable), for each source of a snippet; all ones for a model without the mask."""
+        net = self.net(model)
+        x = self._pose_inputs(net, target, sources)
+        was = net.training
+        net.eval()
+        try:
+            _, logits = net.pose_net(x)
+        finally:
+            net.train(was)
         b, n = sources.shape[:2]
         if logits is None:
-            return target.new_ones(b, n, 1, *target.shape[-2:])
+            return x.new_ones(b, n, 1, *x.shape[-2:])
         return explainability(logits[0])
 
     def validate(self, model: nn.Module, batch: Mapping[str, Any]) -> dict[str, float]:
         depth = self.predict_depth(model, batch["target"], batch["K"])
         m = depth_metrics(depth, batch["depth"], median_scaling=True)
         return {"abs_rel_median": m["abs_rel"], "a1_median": m["a1"]}
-
-
-@torch.no_grad()
-def monocular_disparity(
-    net: nn.Module, image: torch.Tensor, input_size: tuple[int, int] | None = None, *, post_processing: bool = False
-) -> torch.Tensor:
-    """The full-scale disparity ``net.depth(x)[0]`` of a monocular depth network (SfMLearner's,
-    TrianFlow's) for ``image (B, 3, H, W)``: resized to ``input_size`` (None: the nearest size the
-    network takes), with ``post_processing`` averaged with the mirrored image's prediction flipped
-    back, and resized back to ``(H, W)``. The network runs in eval mode and is left as it was."""
-    check_tensor(image, "image", ("B", 3, "H", "W"))
-    was_training = net.training
-    net.eval()
-    try:
-        size = input_size or network_input_size(*image.shape[-2:])
-        x = resize(image.float(), size)
-        disp = net.depth(x)[0]
-        if post_processing:
-            disp = 0.5 * (disp + net.depth(x.flip(-1))[0].flip(-1))
-        if tuple(disp.shape[-2:]) != tuple(image.shape[-2:]):
-            disp = F.interpolate(disp, size=tuple(image.shape[-2:]), mode="bilinear", align_corners=False)
-    finally:
-        net.train(was_training)
-    return disp
-
-
-def _net(model: nn.Module) -> SfMLearnerNet:
-    net = model.module if hasattr(model, "module") else model  # DistributedDataParallel wraps it
-    if not isinstance(net, SfMLearnerNet):
-        raise TypeError(f"model: expected an SfMLearnerNet (methods.load_model of SfMLearner weights), got {type(net).__name__}")
-    return net
-
-
-def predict_depth(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Depth ``(B, 1, H, W)`` for ``images (B, 3, H, W)`` in ``[0, 1]``: ``1 / disp``, in metres
-    only up to an unknown scale (monocular: median-scale it before comparing with the truth).
-
-    The images are resized to the network's input size and the depth back to ``(H, W)``; the
-    model is evaluated in eval mode and left as it was."""
-    net = _net(model)
-    check_tensor(images, "images", ("B", 3, "H", "W"))
-    check_same_device(images=images, model=next(net.parameters()))
-    return SfMLearner(net.config).predict_depth(net, images, K=None)
-
-
-@torch.no_grad()
-def predict_poses(model: nn.Module, snippet: torch.Tensor) -> torch.Tensor:
-    """``T_t_to_s (B, S, 4, 4)`` for a snippet ``(B, 1 + S, 3, H, W)``: **target first**, then its
-    ``S`` sources in frame order without the target (for a 3-frame snippet ``[I_t, I_{t-1},
-    I_{t+1}]``; :class:`~lesson_lib.data.VideoDataset`'s ``sources`` order). ``T_t_to_s[:, j]``
-    maps a point in the target camera's frame into source ``j``'s frame; its translation is in
-    the depth network's unknown scale."""
-    net = _net(model)
-    check_tensor(snippet, "snippet", ("B", 1 + net.pose_net.n_sources, 3, "H", "W"))
-    check_same_device(snippet=snippet, model=next(net.parameters()))
-    target, sources = snippet[:, 0], snippet[:, 1:]
-    size = net.config.input_size or network_input_size(*target.shape[-2:])
-    b, n = sources.shape[:2]
-    if tuple(target.shape[-2:]) != tuple(size):
-        target = resize(target.float(), size)
-        sources = resize(sources.flatten(0, 1).float(), size).reshape(b, n, 3, *size)
-    was_training = net.training
-    net.eval()
-    try:
-        return SfMLearner(net.config).predict_poses(net, target, sources)
-    finally:
-        net.train(was_training)

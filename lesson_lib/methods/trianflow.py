@@ -64,15 +64,15 @@ from ..images import resize
 from ..losses import census_error, photometric_error, smoothness
 from ..metrics import depth_metrics, flow_epe
 from ..models import DepthDecoder, FlowNet, ResNetEncoder, upsample_flow
-from ..training import Method, StepContext, option
+from ..training import StepContext, option
 from ..warping import flow_warp
 from ..training.config import check_choices, check_input_size
-from .sfmlearner import disparity_to_depth, monocular_disparity
+from .common import MonocularMethod, unwrap
+from .sfmlearner import sigmoid_to_disparity
 
 __all__ = ["TrianFlowConfig", "TrianFlow", "TrianFlowNet", "flow_loss", "fb_consistency", "fb_score", "visible_mask",
-           "predict_flow", "sample_correspondences", "FlowPose", "pose_from_flow", "triangulate_correspondences",
-           "align_scale", "depth_loss", "register_depth", "ray_angle_deg", "move_depth", "paper_depth_loss", "predict_depth",
-           "predict_poses"]
+           "sample_correspondences", "FlowPose", "pose_from_flow", "triangulate_correspondences",
+           "align_scale", "depth_loss", "register_depth", "ray_angle_deg", "move_depth", "paper_depth_loss"]
 
 
 @dataclass
@@ -746,38 +746,10 @@ class TrianFlowNet(nn.Module):
         """Disparity (inverse depth up to scale) at scales 0..3; depth stage only."""
         if not hasattr(self, "decoder"):
             raise NotImplementedError("this TrianFlow model is a flow-stage model: it has no depth network")
-        return {s: disparity_to_depth(v)[0] for s, v in self.decoder(self.encoder(image)).items()}
+        return {s: sigmoid_to_disparity(v)[0] for s, v in self.decoder(self.encoder(image)).items()}
 
 
-def _net(model: nn.Module) -> TrianFlowNet:
-    net = model.module if hasattr(model, "module") else model  # DistributedDataParallel wraps it
-    if not isinstance(net, TrianFlowNet):
-        raise TypeError(f"model: expected a TrianFlowNet (methods.load_model of TrianFlow weights), got {type(net).__name__}")
-    return net
-
-
-@torch.no_grad()
-def predict_flow(model: nn.Module, image1: torch.Tensor, image2: torch.Tensor) -> torch.Tensor:
-    """Forward flow ``(B, 2, H, W)`` in pixels of the given images (``image1 -> image2``, ``u``
-    first): the images are resized to the network's input size and the flow back (its vectors
-    scaled with the size). The model is evaluated in eval mode and left as it was."""
-    net = _net(model)
-    dims = check_tensor(image1, "image1", ("B", 3, "H", "W"))
-    check_tensor(image2, "image2", ("B", 3, "H", "W"), dims=dims)
-    check_same_device(image1=image1, image2=image2, model=next(net.parameters()))
-    from ..models import network_input_size
-
-    size = net.config.input_size or network_input_size(*image1.shape[-2:])
-    was = net.training
-    net.eval()
-    try:
-        flow = net.flow.flow(resize(image1.float(), size), resize(image2.float(), size))
-    finally:
-        net.train(was)
-    return upsample_flow(flow, tuple(image1.shape[-2:]))
-
-
-class TrianFlow(Method):
+class TrianFlow(MonocularMethod):
     """TrianFlow for :class:`~lesson_lib.training.Trainer`: batches of
     :class:`~lesson_lib.data.VideoDataset` 3-frame snippets; the pair is the target and the next
     frame (``sources[:, 1]``), whose true flow (and depth) the validation set carries. The flow
@@ -786,8 +758,8 @@ class TrianFlow(Method):
 
     name: ClassVar[str] = "trianflow"
     config_class: ClassVar[type] = TrianFlowConfig
-    metric_depth: ClassVar[bool] = False
-    data_kind: ClassVar[str] = "video_flow"
+    net_class: ClassVar[type[nn.Module]] = TrianFlowNet
+    stages: ClassVar[tuple[str, ...]] = ("flow", "depth")
 
     def __init__(self, config: TrianFlowConfig | None = None) -> None:
         self.config = config or TrianFlowConfig()
@@ -807,17 +779,30 @@ class TrianFlow(Method):
         return net
 
     def frozen_modules(self, model: nn.Module) -> list[nn.Module]:
-        return [] if self.config.flow_trains else [_net(model).flow]
+        return [] if self.config.flow_trains else [self.net(model).flow]
 
     def lr_scales(self, model: nn.Module) -> list[tuple[nn.Module, float]]:
         cfg = self.config
-        return [(_net(model).flow, cfg.flow_lr_scale)] if cfg.stage == "depth" and cfg.flow_trains else []
+        return [(self.net(model).flow, cfg.flow_lr_scale)] if cfg.stage == "depth" and cfg.flow_trains else []
 
     def data_options(self) -> dict[str, Any]:
         """``2 · frame_gap + 1``-frame snippets (the pair: the target and the last source), the
-        flow to that frame, and with ``oracle_flow`` the world's flow in the training items."""
+        world's flow to that frame in the validation items (and with ``oracle_flow`` in the
+        training items: an experiment that uses ground truth)."""
         gap = self.config.frame_gap
-        return {"snippet_length": 2 * gap + 1, "flow_offset": gap, "train_flow": self.config.oracle_flow}
+        return {"snippet_length": 2 * gap + 1, "flow_offset": gap, "val_flow": True, "train_flow": self.config.oracle_flow}
+
+    @property
+    def predicts(self) -> frozenset[str]:
+        """The flow stage's model predicts flow; the depth stage's depth, poses (from its flow and
+        F, scaled by its depth) and flow."""
+        return frozenset({"flow"}) if self.config.stage == "flow" else frozenset({"depth", "poses", "flow"})
+
+    @property
+    def pose_frames(self) -> int | None:
+        """Three (the target and its neighbours, each pose from the flow to one of them, a frame
+        away: the flow network's training gap); longer snippets are chained from them."""
+        return 3 if "poses" in self.predicts else None
 
     def _inputs(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         for key in ("target", "sources"):
@@ -859,39 +844,56 @@ class TrianFlow(Method):
         return flow_loss(fw, bw, image1, image2, self.config, occlusion=step >= self.config.occlusion_from_step)
 
     def predict_disparity(self, model: nn.Module, image: torch.Tensor, *, post_processing: bool = False) -> torch.Tensor:
-        """``(B, 1, H, W)`` inverse depth up to scale (depth-stage models); ``post_processing``
-        averages with the mirrored image's prediction, flipped back."""
-        return monocular_disparity(_net(model), image, self.config.input_size, post_processing=post_processing)
-
-    def predict_depth(
-        self,
-        model: nn.Module,
-        image: torch.Tensor,
-        K: torch.Tensor,
-        baseline: torch.Tensor | None = None,
-        *,
-        post_processing: bool = False,
-        max_depth: float = 100.0,
-    ) -> torch.Tensor:
-        """Depth ``1 / disp`` up to an unknown scale (median-scale it before comparing)."""
-        return (1.0 / self.predict_disparity(model, image, post_processing=post_processing)).clamp(max=max_depth)
+        """``(B, 1, H, W)`` inverse depth up to scale (depth-stage models; see :class:`MonocularMethod`)."""
+        if "depth" not in self.predicts:
+            raise NotImplementedError("a model of TrianFlow's flow stage predicts flow, not depth")
+        return super().predict_disparity(model, image, post_processing=post_processing)
 
     @torch.no_grad()
-    def predict_poses(self, model: nn.Module, target: torch.Tensor, sources: torch.Tensor, K: torch.Tensor,
-                      seed: int = 0) -> torch.Tensor:
+    def predict_flow(self, model: nn.Module, image1: torch.Tensor, image2: torch.Tensor) -> torch.Tensor:
+        """Forward flow ``(B, 2, H, W)`` in pixels of the given images (``image1 -> image2``, ``u``
+        first): the images are resized to the network's input size and the flow back (its vectors
+        scaled with the size). The model is evaluated in eval mode and left as it was."""
+        from ..models import network_input_size
+
+        net = self.net(model)
+        dims = check_tensor(image1, "image1", ("B", 3, "H", "W"))
+        check_tensor(image2, "image2", ("B", 3, "H", "W"), dims=dims)
+        check_same_device(image1=image1, image2=image2, model=next(net.parameters()))
+        size = self.config.input_size or network_input_size(*image1.shape[-2:])
+        was = net.training
+        net.eval()
+        try:
+            flow = net.flow.flow(resize(image1.float(), size), resize(image2.float(), size))
+        finally:
+            net.train(was)
+        return upsample_flow(flow, tuple(image1.shape[-2:]))
+
+    @torch.no_grad()
+    def predict_poses(self, model: nn.Module, target: torch.Tensor, sources: torch.Tensor,
+                      K: torch.Tensor | None = None, *, seed: int = 0) -> torch.Tensor:
         """``T_t_to_s (B, S, 4, 4)`` for each source of a snippet (sources in frame order), with
         no pose network: the rotation and the direction of translation from F on the flow
         between the target and the source (:func:`pose_from_flow`), the translation's length from
         the target's predicted depth (the scale that brings the triangulated points to it,
         :func:`align_scale`): translation in the depth's unknown unit, as a pose network's.
-        ``K`` ``(B, 3, 3)`` of the images' size. A pair whose pose is not usable (standstill,
-        no parallax) gets the identity. RANSAC draws from a generator seeded with ``seed``."""
+        ``K`` ``(B, 3, 3)`` or ``(3, 3)``: the intrinsics of the images' size (needed). A pair
+        whose pose is not usable (standstill, no parallax) gets the identity. RANSAC draws from a
+        generator seeded with ``seed``."""
         from ..models import network_input_size
         from ..pose import make_pose
 
-        net = _net(model)
+        if "poses" not in self.predicts:
+            raise NotImplementedError("a model of TrianFlow's flow stage has no depth to scale its poses: use a depth-stage model")
+        if K is None:
+            raise ValueError("TrianFlow's poses need the images' intrinsics K (B, 3, 3): they come from F and the flow")
+        net = self.net(model)
         dims = check_tensor(target, "target", ("B", 3, "H", "W"))
         check_tensor(sources, "sources", ("B", "S", 3, "H", "W"), dims=dims)
+        if K.ndim == 2:
+            K = K[None].expand(target.shape[0], 3, 3)
+        check_tensor(K, "K", (dims["B"], 3, 3))
+        check_same_device(target=target, sources=sources, K=K, model=next(net.parameters()))
         size = self.config.input_size or network_input_size(*target.shape[-2:])
         Ks = resize_intrinsics(K.float(), tuple(target.shape[-2:]), size)
         was = net.training
@@ -921,31 +923,7 @@ class TrianFlow(Method):
             depth = self.predict_depth(model, batch["target"], batch["K"])
             m = depth_metrics(depth, batch["depth"], median_scaling=True)
             return {"abs_rel_median": m["abs_rel"], "a1_median": m["a1"]}
-        flow = predict_flow(model, batch["target"], batch["sources"][:, -1])
+        flow = self.predict_flow(model, batch["target"], batch["sources"][:, -1])
         valid = batch["flow_valid"].bool()
         return {"epe": flow_epe(flow, batch["flow"], valid),
                 "epe_zero_flow": flow_epe(torch.zeros_like(flow), batch["flow"], valid)}
-
-
-def predict_depth(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Depth ``(B, 1, H, W)`` for ``images (B, 3, H, W)`` in ``[0, 1]`` from a depth-stage model:
-    ``1 / disp``, in metres only up to an unknown scale (median-scale it before comparing).
-    The images are resized to the network's input size and the depth back to ``(H, W)``."""
-    net = _net(model)
-    check_tensor(images, "images", ("B", 3, "H", "W"))
-    check_same_device(images=images, model=next(net.parameters()))
-    return TrianFlow(net.config).predict_depth(net, images, K=None)
-
-
-def predict_poses(model: nn.Module, snippet: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """``T_t_to_s (B, S, 4, 4)`` for a snippet ``(B, 1 + S, 3, H, W)``, **target first** then its
-    sources in frame order (as :func:`lesson_lib.methods.sfmlearner.predict_poses`), from the
-    flow and F (:meth:`TrianFlow.predict_poses`); ``K`` ``(B, 3, 3)`` or ``(3, 3)`` intrinsics of
-    the snippet's images."""
-    net = _net(model)
-    check_tensor(snippet, "snippet", ("B", None, 3, "H", "W"))
-    if snippet.shape[1] < 2:
-        raise ValueError(f"snippet: expected a target and at least one source, got {snippet.shape[1]} frame(s)")
-    check_same_device(snippet=snippet, K=K, model=next(net.parameters()))
-    Kb = K if K.ndim == 3 else K[None].expand(snippet.shape[0], 3, 3)
-    return TrianFlow(net.config).predict_poses(net, snippet[:, 0], snippet[:, 1:], Kb)

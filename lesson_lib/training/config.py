@@ -122,7 +122,16 @@ class TrainConfig:
         "GPU's fast path where no GPU is present (for tests)"
     )
     deterministic: bool = option(False, "deterministic algorithms (slower on CUDA; the CPU is always deterministic)")
-    num_workers: int = option(0, "data-loading worker processes")
+    num_workers: int = option(0, "data-loading worker processes (with CUDA the batches also go through pinned memory)")
+    compile: bool = option(
+        False, "torch.compile the method's loss (forward and loss; backward follows it); on CUDA in mode "
+        "'reduce-overhead', which replays CUDA graphs where it is safe"
+    )
+    cuda_graph: bool = option(
+        False, "CUDA only: capture one whole step (forward, loss, backward, Adam) as a CUDA graph after a few "
+        "warm-up steps and replay it for every later step (the batch is copied into the graph's own tensors)"
+    )
+    fused_adam: bool = option(True, "on CUDA, the fused Adam kernel (one launch for every parameter)")
     log_every: int = option(10, "write a row of log.csv every N steps (and at the last step)")
     validate_every: int = option(0, "validate every N steps and at the end; 0: only at the end")
     checkpoint_every: int = option(1000, "write latest.pt every N steps (and at the end); 0: only at the end")
@@ -156,6 +165,8 @@ class TrainConfig:
         if any(not 0 < m < 1 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
             raise ValueError(f"TrainConfig.milestones must be increasing fractions in (0, 1), got {self.milestones}")
         check_choices(self)
+        if self.cuda_graph and self.device == "cpu":
+            raise ValueError("TrainConfig.cuda_graph needs CUDA (--device cuda or auto on a GPU machine)")
 
 
 # Fields whose change between an interrupted run and its resumption changes the trajectory.

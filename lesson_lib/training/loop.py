@@ -49,6 +49,7 @@ needs. ``validate`` receives the unwrapped model in eval mode, without gradients
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import math
 import sys
@@ -95,6 +96,44 @@ def _param_groups(model: nn.Module, method: Any, lr: float) -> list[dict[str, An
         if p.requires_grad:
             groups.setdefault(own.get(id(p), 1.0), []).append(p)
     return [{"params": ps, "lr": lr * f} for f, ps in groups.items() if ps or f == 1.0]
+
+GRAPH_WARMUP = 3
+"""Eager steps before a step is captured as a CUDA graph (``TrainConfig.cuda_graph``)."""
+
+
+def _lr_value(lr: Any) -> float:
+    return float(lr.item()) if isinstance(lr, torch.Tensor) else float(lr)
+
+
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    return int(step_generator(seed, step, rank).initial_seed())
+
+
+def _clone_tree(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.clone()
+    if isinstance(x, Mapping):
+        return {k: _clone_tree(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_clone_tree(v) for v in x)
+    return x
+
+
+def _copy_into(static: Any, x: Any) -> None:
+    """Copy a batch into the captured step's tensors (same structure, shapes and dtypes)."""
+    if isinstance(static, torch.Tensor):
+        if not isinstance(x, torch.Tensor) or x.shape != static.shape:
+            raise ValueError(f"a CUDA-graph step needs batches of one shape: captured {tuple(static.shape)}, "
+                             f"got {tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__} "
+                             "(drop_last keeps every batch full)")
+        static.copy_(x, non_blocking=True)
+    elif isinstance(static, Mapping):
+        for k in static:
+            _copy_into(static[k], x[k])
+    elif isinstance(static, (list, tuple)):
+        for a, b in zip(static, x):
+            _copy_into(a, b)
+
 
 class Trainer:
     """Train ``method``'s model on ``train_dataset`` as ``config`` says; see the module doc.
@@ -188,17 +227,34 @@ class Trainer:
         else:
             self.train_model = self.model
 
+        if config.cuda_graph and not cuda:
+            raise ValueError(f"TrainConfig.cuda_graph needs CUDA; this run is on {self.device}")
+        if config.cuda_graph and (self.distributed or self.amp_dtype == torch.float16):
+            raise ValueError("TrainConfig.cuda_graph: not with several processes or fp16's GradScaler (use bf16)")
         params = _param_groups(self.model, method, config.lr)
+        # On CUDA the fused kernel updates every parameter in one launch; a captured step needs the
+        # "capturable" form, whose learning rate is a tensor on the device (the schedule fills it in)
+        adam: dict[str, Any] = {"fused": True} if cuda and config.fused_adam else {}
+        if config.cuda_graph:
+            adam["capturable"] = True
+            for group in params:
+                group["lr"] = torch.tensor(group["lr"], device=self.device)
         if config.weight_decay > 0:
             self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(
-                params, lr=config.lr, weight_decay=config.weight_decay
+                params, lr=config.lr, weight_decay=config.weight_decay, **adam
             )
         else:
-            self.optimizer = torch.optim.Adam(params, lr=config.lr)
+            self.optimizer = torch.optim.Adam(params, lr=config.lr, **adam)
         milestones = sorted({max(1, round(m * self.total_steps)) for m in config.milestones})
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones, gamma=config.gamma)
+        self._milestones = milestones
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
+        self._loss_fn = method.loss
+        if config.compile:  # CUDA: CUDA graphs where safe ("reduce-overhead"); the CPU: the default mode
+            self._loss_fn = torch.compile(method.loss, mode="reduce-overhead" if cuda else None)
+        self._graph: Any = None  # the captured step (cuda_graph) and its static tensors
+        self._graph_warmup = 0
         self.step = 0
         self._elapsed = 0.0  # seconds of training before this fit() (resumed runs)
         self._t0 = time.perf_counter()
@@ -285,7 +341,7 @@ class Trainer:
                         sums[k] = sums.get(k, 0.0) + float(v) * n
                         counts[k] = counts.get(k, 0) + n
         finally:
-            self._set_mode(was_training)
+            self.set_mode(was_training)
         if self.distributed:
             parts: list[Any] = [None] * self.world_size
             dist.all_gather_object(parts, (sums, counts))
@@ -388,10 +444,10 @@ class Trainer:
     def _loop(self) -> None:
         cfg = self.config
         stop = min(self.total_steps, cfg.stop_at_step) if cfg.stop_at_step else self.total_steps
-        self._set_mode(True)
+        self.set_mode(True)
         while self.step < stop:
             epoch, first = divmod(self.step, self.steps_per_epoch)
-            batches, begun = iter(self._train_loader(epoch, first)), self.step
+            batches, begun = iter(self.train_loader(epoch, first)), self.step
             while self.step < stop:
                 if not self.distributed:  # the dataset may draw random numbers: snapshot first
                     self._snapshot = (self.step, rng_state())
@@ -400,10 +456,13 @@ class Trainer:
                     if self.step == begun:
                         raise RuntimeError(f"epoch {epoch} gave no batch: did the training set shrink?")
                     break
-                loss, logs, lr = self._train_step(batch)
+                loss, logs, lr = self.train_step(batch)
                 self._after_step(epoch, loss, logs, lr, stop)
 
-    def _train_loader(self, epoch: int, first_batch: int) -> DataLoader:
+    def train_loader(self, epoch: int, first_batch: int = 0) -> DataLoader:
+        """The training batches of ``epoch`` from batch ``first_batch`` on, as :meth:`fit` takes
+        them: an order that depends only on ``(seed, epoch)``, ``num_workers`` worker processes,
+        pinned memory with CUDA."""
         cfg = self.config
         sampler = EpochSampler(
             self.train_dataset, self.world_size, self.rank, seed=cfg.seed, start=first_batch * cfg.batch_size
@@ -424,7 +483,7 @@ class Trainer:
             generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch),
         )
 
-    def _set_mode(self, training: bool) -> None:
+    def set_mode(self, training: bool) -> None:
         """Train (or eval) mode for the model, with the frozen sub-networks always in eval mode."""
         self.train_model.train(training)
         for module in self.frozen:
@@ -435,17 +494,35 @@ class Trainer:
         gen = step_generator(self.config.seed, self.step, self.rank, self.device)
         return StepContext(step=self.step, generator=gen, device=self.device, autocast_dtype=self.amp_dtype)
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The mixed precision the loss runs under (a no-op in float32)."""
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def _train_step(self, batch: Any) -> tuple[torch.Tensor, Mapping[str, Any], float]:
+    def train_step(self, batch: Any) -> tuple[torch.Tensor, Mapping[str, Any], float]:
+        """One optimizer step on ``batch`` (a collated batch, on any device): the loss under
+        :meth:`autocast` with value checks off, backward, clipping, Adam, the schedule.
+        Returns ``(loss, logs, lr)``: the detached loss and the method's log values (tensors on
+        the device: reading them waits for the GPU) and the learning rate the step used.
+        With ``cuda_graph`` the step is captured once (after warm-up steps) and replayed."""
+        if self.config.cuda_graph:
+            return self._graph_step(batch)
         batch = move_to(batch, self.device, channels_last=self.channels_last)
-        self.optimizer.zero_grad(set_to_none=True)
-        ctx = self.step_context()
-        with self._autocast(), value_checks(False):  # no host syncs in the hot path
-            out = self.method.loss(self.train_model, batch, ctx)
+        lr = _lr_value(self.optimizer.param_groups[0]["lr"])
+        loss, logs = self._forward_backward(batch, self.step_context())
+        self._updating = True
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step += 1
+        self._updating = False
+        return loss.detach(), logs, lr
+
+    def _forward_backward(self, batch: Any, ctx: StepContext) -> tuple[torch.Tensor, Mapping[str, Any]]:
+        self.optimizer.zero_grad(set_to_none=not self.config.cuda_graph)  # a graph keeps its gradient tensors
+        with self.autocast(), value_checks(False):  # no host syncs in the hot path
+            out = self._loss_fn(self.train_model, batch, ctx)
         if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], Mapping)):
             raise TypeError(
                 f"{type(self.method).__name__}.loss must return (loss, logs dict), got {type(out).__name__}"
@@ -459,14 +536,51 @@ class Trainer:
         if self.config.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        lr = float(self.optimizer.param_groups[0]["lr"])
+        return loss, logs
+
+    def _graph_step(self, batch: Any) -> tuple[torch.Tensor, Mapping[str, Any], float]:
+        """``train_step`` with CUDA-graph replay: the first :data:`GRAPH_WARMUP` steps run eagerly
+        on a side stream (as capture requires), the next one is captured: its forward, loss,
+        backward and capturable Adam, reading the batch from static tensors and drawing from a
+        generator registered with the graph, reseeded from ``(seed, step, rank)`` before every
+        replay. Later steps copy their batch in and replay."""
+        batch = move_to(batch, self.device, channels_last=self.channels_last)
+        # the learning rate from the schedule's milestones (reading the device's tensor would wait for the GPU)
+        lr = self.config.lr * self.config.gamma ** bisect.bisect_right(self._milestones, self.step)
+        if self._graph is None and self._graph_warmup < GRAPH_WARMUP:
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                loss, logs = self._forward_backward(batch, self.step_context())
+                self.optimizer.step()
+            torch.cuda.current_stream().wait_stream(stream)
+            self._graph_warmup += 1
+        else:
+            if self._graph is None:
+                self._capture(batch)
+            self._updating = True
+            g = self._graph
+            _copy_into(g["batch"], batch)
+            g["generator"].manual_seed(_step_seed(self.config.seed, self.step, self.rank))
+            g["graph"].replay()
+            loss, logs = g["loss"], g["logs"]
         self._updating = True
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
+        self.scheduler.step()  # fills the learning-rate tensors the graph reads
         self.step += 1
         self._updating = False
-        return loss.detach(), logs, lr
+        return loss.detach().clone(), {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in logs.items()}, lr
+
+    def _capture(self, batch: Any) -> None:
+        static = _clone_tree(batch)
+        generator = torch.Generator(device=self.device)
+        graph = torch.cuda.CUDAGraph()
+        graph.register_generator_state(generator)
+        ctx = StepContext(step=self.step, generator=generator, device=self.device, autocast_dtype=self.amp_dtype)
+        torch.cuda.synchronize()
+        with torch.cuda.graph(graph):
+            loss, logs = self._forward_backward(static, ctx)
+            self.optimizer.step()
+        self._graph = {"graph": graph, "batch": static, "generator": generator, "loss": loss, "logs": dict(logs)}
 
     def _after_step(self, epoch: int, loss: torch.Tensor, logs: Mapping[str, Any], lr: float, stop: int) -> None:
         cfg, step = self.config, self.step

@@ -1,20 +1,28 @@
-"""The method contract: what a chapter's method supplies to the :class:`~lesson_lib.training.Trainer`.
+"""The method contract: what a chapter's method supplies to the :class:`~lesson_lib.training.Trainer`
+and to the commands that use its trained model (``train``, ``evaluate``, ``predict``).
 
-A method owns its model (one module, e.g. depth and pose networks together), its loss and its
-options; the trainer owns everything else. Four methods are planned on this contract: Monodepth
-(stereo, chapter 06), SfMLearner (video, 07), TrianFlow (two stages, flow then depth, 09) and
-Monodepth2 (11). What the contract offers them:
+A method owns its model (one module, e.g. depth and pose networks together), its loss, its
+options and its data; the trainer owns everything else. The course's methods on this contract
+are registered in :mod:`lesson_lib.methods` (Monodepth, SfMLearner, TrianFlow, Monodepth2); a new
+method is one module with a :class:`Method` subclass plus its registration. What a method declares:
 
-- the loss receives a :class:`StepContext`: the step, a **per-step seeded generator** (the only
-  source of randomness a loss should use: sampling correspondences, RANSAC hypotheses, ...; the
-  global generators are left alone), the device, and :meth:`StepContext.full_precision` to keep a
-  part of the loss out of mixed precision (8-point solves, SVDs, triangulation);
-- :meth:`Method.frozen_modules`: sub-networks that are not trained (e.g. TrianFlow's flow network
-  in its depth stage); the trainer keeps them in eval mode and out of the optimizer;
-- :func:`lesson_lib.training.checkpoints.load_weights_into` loads part of a model from another
-  run's checkpoint or weights file (called from :meth:`Method.build_model`);
-- inference for every depth method in one shape, so evaluation and ``predict`` work for all:
-  :meth:`Method.predict_disparity` and :meth:`Method.predict_depth`.
+- its **data**: ``data_kind`` (``"stereo"`` pairs or ``"video"`` snippets), the options of its
+  datasets (:meth:`Method.data_options`) and how they are built (:meth:`Method.build_datasets`,
+  by default from the synthetic world, :mod:`lesson_lib.data.splits`);
+- its **training**: :meth:`Method.build_model`, :meth:`Method.loss` (which receives a
+  :class:`StepContext`: the step, a **per-step seeded generator**, the only source of randomness
+  a loss should use, the device, and :meth:`StepContext.full_precision` to keep a part of the
+  loss out of mixed precision), :meth:`Method.frozen_modules`, :meth:`Method.lr_scales`, and its
+  ``stages`` when it trains in several (TrianFlow: flow, then depth);
+- what its trained model **predicts** (:attr:`Method.predicts`, a subset of ``{"depth", "poses",
+  "flow"}``, which may depend on the configuration: TrianFlow's flow stage predicts flow only),
+  each through one predictor of one signature: :meth:`Method.predict_disparity` /
+  :meth:`Method.predict_depth`, :meth:`Method.predict_poses` (with ``pose_frames``, the frames one
+  prediction takes), :meth:`Method.predict_flow`. A predictor the model does not have raises
+  ``NotImplementedError``.
+
+:func:`lesson_lib.training.checkpoints.load_weights_into` loads part of a model from another
+run's checkpoint or weights file (called from :meth:`Method.build_model`).
 """
 
 from __future__ import annotations
@@ -68,19 +76,24 @@ class StepContext:
 
 
 class Method(ABC):
-    """What a chapter's method supplies to the :class:`~lesson_lib.training.Trainer`.
+    """What a chapter's method supplies to the :class:`~lesson_lib.training.Trainer` and to the
+    commands that use its trained model.
 
-    Subclass it (or write any object with the same attributes):
+    Subclass it:
 
     - ``name``: identifies the method in checkpoints, weights files and the registry
       (:mod:`lesson_lib.methods`); a checkpoint of another method is refused;
     - ``config_class`` and ``config``: the method's typed options (a dataclass, stored in every
       checkpoint so the model can be rebuilt from its file alone);
+    - ``data_kind``, :meth:`data_options`, :meth:`build_datasets`: its training and validation data;
     - :meth:`build_model`: a new, freshly initialised model (called once, after seeding);
     - :meth:`loss`: the training loss of one batch and a few numbers to log;
     - :meth:`validate` (optional): metrics of one validation batch (e.g. depth errors);
-    - :meth:`frozen_modules` (optional): sub-networks kept frozen and in eval mode;
-    - :meth:`predict_disparity` / :meth:`predict_depth` (depth methods): inference;
+    - :meth:`frozen_modules`, :meth:`lr_scales` (optional): sub-networks kept frozen, or trained
+      at another learning rate;
+    - ``stages`` (optional): the values of ``config.stage`` of a method trained in stages;
+    - :attr:`predicts` and the predictors: :meth:`predict_disparity` / :meth:`predict_depth`,
+      :meth:`predict_poses`, :meth:`predict_flow`;
     - ``find_unused_parameters`` (optional, default False): passed to DistributedDataParallel,
       for a model whose forward leaves some parameters out of the loss.
     """
@@ -89,8 +102,36 @@ class Method(ABC):
     config_class: ClassVar[type | None] = None
     metric_depth: ClassVar[bool] = False
     """True when the method's depth is in metres (stereo training); False: up to scale."""
+    data_kind: ClassVar[str] = "stereo"
+    """The training data it needs: ``"stereo"`` (rectified pairs: ``left``, ``right``) or
+    ``"video"`` (snippets: ``target``, ``sources``, ``K``); see :mod:`lesson_lib.data.splits`."""
+    stages: ClassVar[tuple[str, ...]] = ()
+    """A method trained in stages: the values its ``config.stage`` takes, in training order
+    (TrianFlow: ``("flow", "depth")``); empty for a method trained in one go."""
 
     config: Any = None
+
+    def describe(self) -> str:
+        """The method's name as reports print it (with its variant where it has several)."""
+        return self.name
+
+    # -- data ------------------------------------------------------------------------------------
+
+    def data_options(self) -> dict[str, Any]:
+        """Keyword options for the builder of the method's data
+        (:func:`lesson_lib.data.splits.synthetic_datasets`): e.g. ``{"snippet_length": 5}`` for a
+        video method. Default: none."""
+        return {}
+
+    def build_datasets(self, data: Any, seed: int) -> tuple[Any, Any]:
+        """``(train, val)`` datasets from the synthetic world's options ``data``
+        (:class:`~lesson_lib.data.splits.SyntheticData`), of the method's ``data_kind`` with its
+        :meth:`data_options`; ``val`` is None without validation worlds. Override it for other data."""
+        from ..data.splits import synthetic_datasets
+
+        return synthetic_datasets(self.data_kind, data, seed, **self.data_options())
+
+    # -- training --------------------------------------------------------------------------------
 
     @abstractmethod
     def build_model(self) -> nn.Module:
@@ -114,11 +155,6 @@ class Method(ABC):
         """
         return {}
 
-    def data_options(self) -> dict[str, Any]:
-        """Keyword options for the builder of the method's training data (its ``data_kind``):
-        e.g. ``{"snippet_length": 5}`` for a video method. Default: none."""
-        return {}
-
     def lr_scales(self, model: nn.Module) -> Sequence[tuple[nn.Module, float]]:
         """Sub-modules trained at another learning rate: ``[(module, factor), ...]``, each at
         ``lr · factor`` (its own optimiser group, on the same schedule). Default: none."""
@@ -130,6 +166,21 @@ class Method(ABC):
         (batch-norm statistics and dropout frozen too). Default: none."""
         return ()
 
+    # -- what a trained model predicts -----------------------------------------------------------
+
+    @property
+    def predicts(self) -> frozenset[str]:
+        """What a model of this configuration predicts: a subset of ``{"depth", "poses", "flow"}``
+        (each has its predictor below; the others raise ``NotImplementedError``). Default: depth."""
+        return frozenset({"depth"})
+
+    @property
+    def pose_frames(self) -> int | None:
+        """Frames one :meth:`predict_poses` call takes (the target and its sources), or None
+        where the method has no poses. Longer snippets are chained from predictions of this
+        length (:func:`lesson_lib.evaluation.chained_poses`)."""
+        return None
+
     def predict_disparity(self, model: nn.Module, image: torch.Tensor, *, post_processing: bool = False) -> torch.Tensor:
         """``(B, 1, H, W)`` inverse depth of ``image`` ``(B, 3, H, W)`` in the method's own unit."""
         raise NotImplementedError(f"method {self.name!r} does not predict depth")
@@ -138,16 +189,31 @@ class Method(ABC):
         self,
         model: nn.Module,
         image: torch.Tensor,
-        K: torch.Tensor,
+        K: torch.Tensor | None = None,
         baseline: torch.Tensor | None = None,
         *,
         post_processing: bool = False,
         max_depth: float = 100.0,
     ) -> torch.Tensor:
-        """``(B, 1, H, W)`` depth of ``image`` with intrinsics ``K (B, 3, 3)`` (and the stereo
-        ``baseline (B,)`` in metres where the method needs it): metres if ``metric_depth``,
+        """``(B, 1, H, W)`` depth of ``image`` (with intrinsics ``K (B, 3, 3)`` and the stereo
+        ``baseline (B,)`` in metres where the method needs them): metres if ``metric_depth``,
         else up to an unknown scale."""
         raise NotImplementedError(f"method {self.name!r} does not predict depth")
+
+    def predict_poses(
+        self, model: nn.Module, target: torch.Tensor, sources: torch.Tensor, K: torch.Tensor | None = None, *,
+        seed: int = 0,
+    ) -> torch.Tensor:
+        """``T_t_to_s (B, S, 4, 4)`` for ``target (B, 3, H, W)`` and its ``sources
+        (B, S, 3, H, W)`` in frame order without the target (``S = pose_frames - 1``):
+        ``T_t_to_s[:, j]`` maps a point of the target camera's frame into source ``j``'s frame,
+        translation in the depth's unit. ``K (B, 3, 3)``: the images' intrinsics (methods that
+        compute poses from geometry need them); ``seed``: for methods that draw samples."""
+        raise NotImplementedError(f"method {self.name!r} does not predict poses")
+
+    def predict_flow(self, model: nn.Module, image1: torch.Tensor, image2: torch.Tensor) -> torch.Tensor:
+        """Forward flow ``(B, 2, H, W)`` in pixels from ``image1`` to ``image2`` ``(B, 3, H, W)``."""
+        raise NotImplementedError(f"method {self.name!r} does not predict flow")
 
 
 def method_config_dict(method: object) -> dict[str, Any] | None:
