@@ -29,7 +29,8 @@ What grows by paper or network
   ``monodepth2``) and the registry
 - :mod:`lesson_lib.training`   -- the method contract, typed configs, the training loop,
   checkpoints and weights files, random states, logs, distributed set-up, ``syncs`` (the
-  host-sync counter: tensor calls that would make a GPU wait, and the lines that make them)
+  host-sync counter: tensor calls that would make a GPU wait, and the lines that make them),
+  ``opcount`` (the operations a training step dispatches, counted per phase)
 - :mod:`lesson_lib.weights`    -- the trained models shipped with the package
 - :mod:`lesson_lib.data`       -- the data: the Middlebury pair, the synthetic world (appendix A1),
   KITTI raw and folders of your own frames
