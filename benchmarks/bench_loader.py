@@ -35,7 +35,7 @@ import torch  # noqa: E402
 
 from lesson_lib import methods  # noqa: E402
 from lesson_lib.course.env import device_name  # noqa: E402
-from lesson_lib.data.splits import datasets_from_worlds  # noqa: E402
+from lesson_lib.training.datasets import datasets_from_worlds  # noqa: E402
 from lesson_lib.data.synthetic import load_split  # noqa: E402
 from lesson_lib.training import TrainConfig, Trainer  # noqa: E402
 

@@ -678,9 +678,9 @@ def steps_part(device: torch.device, sequences: list, settings: Settings, budget
 
 def method_datasets(method: Any, sequences: list) -> tuple[Any, Any]:
     """``(train, val)`` datasets of the rendered ``sequences`` as the method declares them (its
-    ``data_kind`` and ``data_options``, :func:`lesson_lib.data.splits.datasets_from_worlds`):
+    ``data_kind`` and ``data_options``, :func:`lesson_lib.training.datasets.datasets_from_worlds`):
     the same worlds for training (augmented) and validation."""
-    from lesson_lib.data.splits import datasets_from_worlds
+    from lesson_lib.training.datasets import datasets_from_worlds
 
     return datasets_from_worlds(method.data_kind, sequences, sequences, 0, **method.data_options())
 

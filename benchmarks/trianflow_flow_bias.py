@@ -29,7 +29,7 @@ BINS = (0.0, 4.0, 8.0, 16.0, 32.0, 1e9)
 
 
 def _pairs(count: int):
-    from lesson_lib.data.splits import load_worlds
+    from lesson_lib.training.datasets import load_worlds
     from lesson_lib.data.synthetic import VideoDataset
 
     data = VideoDataset(load_worlds("test", 20, 5, dict(height=128, width=416), "test split"), 3,

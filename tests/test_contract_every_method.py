@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import default_collate
 
 from lesson_lib import methods
-from lesson_lib.data.splits import DATA_KINDS, datasets_from_worlds
+from lesson_lib.training.datasets import DATA_KINDS, datasets_from_worlds
 from lesson_lib.training import Method, StepContext, step_generator
 
 CASES = [(name, stage) for name in methods.available() for stage in (methods.get_method(name).stages or (None,))]

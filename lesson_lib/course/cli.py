@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.splits import SyntheticData
+from ..training.datasets import SyntheticData
 from ..training import CheckpointError, TrainConfig, config_from_args, config_to_argparse
 
 __all__ = ["SyntheticData", "main", "main_train", "main_evaluate", "main_predict", "main_export"]
@@ -56,7 +56,7 @@ def _device(name: str) -> torch.device:
 
 
 def _load_worlds(split: str, sequences: int, frames: int, size: dict[str, int], what: str) -> list:
-    from ..data.splits import load_worlds
+    from ..training.datasets import load_worlds
 
     return load_worlds(split, sequences, frames, size, what)
 

@@ -4,6 +4,7 @@
 - :mod:`~lesson_lib.methods.sfmlearner` -- SfMLearner (Zhou et al., CVPR 2017), chapter 07
 - :mod:`~lesson_lib.methods.trianflow`  -- TrianFlow (Zhao et al., CVPR 2020), chapter 09 (flow, then depth)
 - :mod:`~lesson_lib.methods.monodepth2` -- Monodepth2 (Godard et al., ICCV 2019), chapter 11
+- :mod:`~lesson_lib.methods.common`     -- what the monocular methods share: their depth inference
 
 A method module reads like the paper: its loss, its networks' assembly and its options (see
 :class:`lesson_lib.training.Method` for the contract). Everything generic lives elsewhere:

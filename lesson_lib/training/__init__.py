@@ -6,6 +6,7 @@
 - :mod:`~lesson_lib.training.checkpoints` -- checkpoints and weights files, atomic writes, clear errors
 - :mod:`~lesson_lib.training.randomness`  -- seeding, saving and restoring random states
 - :mod:`~lesson_lib.training.data`        -- the epoch sampler (exact resumption), moving batches
+- :mod:`~lesson_lib.training.datasets`    -- the synthetic world's datasets a method declares (:class:`SyntheticData`)
 - :mod:`~lesson_lib.training.logs`        -- ``log.csv`` / ``val.csv``, TensorBoard
 - :mod:`~lesson_lib.training.distributed` -- the device and ``torchrun`` set-up
 

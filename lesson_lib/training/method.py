@@ -8,7 +8,7 @@ method is one module with a :class:`Method` subclass plus its registration. What
 
 - its **data**: ``data_kind`` (``"stereo"`` pairs or ``"video"`` snippets), the options of its
   datasets (:meth:`Method.data_options`) and how they are built (:meth:`Method.build_datasets`,
-  by default from the synthetic world, :mod:`lesson_lib.data.splits`);
+  by default from the synthetic world, :mod:`lesson_lib.training.datasets`);
 - its **training**: :meth:`Method.build_model`, :meth:`Method.loss` (which receives a
   :class:`StepContext`: the step, a **per-step seeded generator**, the only source of randomness
   a loss should use, the device, and :meth:`StepContext.full_precision` to keep a part of the
@@ -104,7 +104,7 @@ class Method(ABC):
     """True when the method's depth is in metres (stereo training); False: up to scale."""
     data_kind: ClassVar[str] = "stereo"
     """The training data it needs: ``"stereo"`` (rectified pairs: ``left``, ``right``) or
-    ``"video"`` (snippets: ``target``, ``sources``, ``K``); see :mod:`lesson_lib.data.splits`."""
+    ``"video"`` (snippets: ``target``, ``sources``, ``K``); see :mod:`lesson_lib.training.datasets`."""
     stages: ClassVar[tuple[str, ...]] = ()
     """A method trained in stages: the values its ``config.stage`` takes, in training order
     (TrianFlow: ``("flow", "depth")``); empty for a method trained in one go."""
@@ -119,15 +119,15 @@ class Method(ABC):
 
     def data_options(self) -> dict[str, Any]:
         """Keyword options for the builder of the method's data
-        (:func:`lesson_lib.data.splits.synthetic_datasets`): e.g. ``{"snippet_length": 5}`` for a
+        (:func:`lesson_lib.training.datasets.synthetic_datasets`): e.g. ``{"snippet_length": 5}`` for a
         video method. Default: none."""
         return {}
 
     def build_datasets(self, data: Any, seed: int) -> tuple[Any, Any]:
         """``(train, val)`` datasets from the synthetic world's options ``data``
-        (:class:`~lesson_lib.data.splits.SyntheticData`), of the method's ``data_kind`` with its
+        (:class:`~lesson_lib.training.datasets.SyntheticData`), of the method's ``data_kind`` with its
         :meth:`data_options`; ``val`` is None without validation worlds. Override it for other data."""
-        from ..data.splits import synthetic_datasets
+        from .datasets import synthetic_datasets
 
         return synthetic_datasets(self.data_kind, data, seed, **self.data_options())
 

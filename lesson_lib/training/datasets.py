@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from ..training.config import option
+from .config import option
 
 __all__ = ["DATA_KINDS", "SyntheticData", "load_worlds", "synthetic_datasets", "datasets_from_worlds"]
 
@@ -54,7 +54,7 @@ def load_worlds(split: str, sequences: int, frames: int, size: dict[str, int] | 
     ``height``/``width`` (default: the split's)."""
     from tqdm.auto import tqdm
 
-    from .synthetic import load_sequence, split_configs
+    from ..data.synthetic import load_sequence, split_configs
 
     what = what or f"{split} split"
     offset, camera, motion = split_configs(split)
@@ -93,7 +93,7 @@ def datasets_from_worlds(kind: str, train_worlds: list, val_worlds: list | None,
     validation items are not. Video options: ``snippet_length`` frames per snippet,
     ``val_flow``/``train_flow`` the world's exact flow in the validation/training items (the
     latter is an experiment that uses ground truth), ``flow_offset`` the frame the flow goes to."""
-    from .synthetic import StereoDataset, VideoDataset
+    from ..data.synthetic import StereoDataset, VideoDataset
 
     if kind not in DATA_KINDS:
         raise ValueError(f"data kind must be one of {DATA_KINDS}, got {kind!r}")
