@@ -171,7 +171,7 @@ def make_pose(R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     T = torch.zeros(R.shape[0], 4, 4, dtype=R.dtype, device=R.device)
     T[:, :3, :3] = R
     T[:, :3, 3] = t.to(R.dtype)
-    T[:, 3, 3] = 1.0
+    T[:, 3, 3].fill_(1.0)  # not "= 1.0": that builds a CPU tensor from the number and copies it over
     return T
 
 

@@ -265,7 +265,11 @@ def rigid_sample_points(
     b, _, h, w = depth_t.shape
     dt = depth_t.dtype
     K_s, K_t, T = K_s.to(dt), K_t.to(dt), T_t_to_s.to(dt)
-    M = K_s @ T[:, :3, :3] @ torch.linalg.inv(K_t)  # (B, 3, 3)
+    # inv_ex: linalg.inv would check for singular matrices by reading the result (a host sync)
+    K_t_inv, info = torch.linalg.inv_ex(K_t)
+    if value_checks_enabled() and bool((info != 0).any()):
+        raise ValueError("K_t is singular (not an intrinsic matrix)")
+    M = K_s @ T[:, :3, :3] @ K_t_inv  # (B, 3, 3)
     k = K_s @ T[:, :3, 3:]  # (B, 3, 1)
     grid = pixel_grid(h, w, dt, depth_t.device).reshape(1, 3, h * w)
     p = (M @ grid) * depth_t.reshape(b, 1, h * w) + k  # (B, 3, H*W) homogeneous source pixels

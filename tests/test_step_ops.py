@@ -164,3 +164,52 @@ def test_fused_monodepth_loss_still_rejects_negative_disparities():
         monodepth_loss(disps, left, right)
     with value_checks(False):  # the trainer's step: no check, no sync
         monodepth_loss(disps, left, right)
+
+
+# -- (c) every method's step: no sync, no tensor from Python data -------------------------------
+
+SMALL = {"encoder_width": 8, "pose_width": 8, "flow_width": 8}
+
+
+def _method_cases():
+    for name in methods.available():
+        if name == "trianflow":
+            yield pytest.param(name, "flow", id="trianflow-flow")
+            yield pytest.param(name, "depth", id="trianflow-depth", marks=pytest.mark.xfail(
+                strict=True, reason="the depth stage's RANSAC (lesson_lib.twoview) reads values: its adaptive "
+                                    "iteration count and the pose's validity are decided on the host"))
+        else:
+            yield pytest.param(name, None, id=name)
+
+
+@pytest.mark.parametrize("name, stage", list(_method_cases()))
+def test_step_makes_no_sync_and_no_tensor_from_python_data(name, stage):
+    import dataclasses
+
+    method = methods.build_method(name)
+    small = {k: v for k, v in SMALL.items() if hasattr(method.config, k)}
+    if stage is not None:
+        small["stage"] = stage
+    method = methods.build_method(name, dataclasses.replace(method.config, **small))
+    if hasattr(method, "load_pretrained"):
+        method.load_pretrained = False
+    model = method.build_model().train()
+    device = torch.device("cpu")
+    ctx = StepContext(step=0, generator=step_generator(0, 0, 0, device), device=device)
+    ops = count_step(method, model, example_batch(method, batch_size=2, size=(64, 128)), ctx)
+    assert ops.total("forward") > 0 and ops.total("backward") > 0
+    problems = ops.syncs + ops.host_copies
+    assert not problems, f"{name} ({stage or 'default'}):\n" + "\n".join(map(str, problems))
+
+
+def test_rigid_warp_refuses_a_singular_K_outside_the_step_only():
+    """linalg.inv's own check (a sync) gave way to inv_ex and a value check."""
+    from lesson_lib.warping import rigid_warp
+
+    K = torch.zeros(1, 3, 3)
+    args = (torch.rand(1, 3, 4, 5), torch.ones(1, 1, 4, 5), torch.eye(4)[None], K)
+    with pytest.raises(ValueError, match="singular"):
+        rigid_warp(*args)
+    with value_checks(False), OpCounter() as ops:
+        rigid_warp(*args)
+    assert ops.syncs == []

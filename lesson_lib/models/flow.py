@@ -58,8 +58,8 @@ def upsample_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     check_tensor(flow, "flow", ("B", 2, "H", "W"))
     h, w = flow.shape[-2:]
     up = F.interpolate(flow, size=tuple(size), mode="bilinear", align_corners=False)
-    scale = torch.tensor([size[1] / w, size[0] / h], dtype=flow.dtype, device=flow.device).view(1, 2, 1, 1)
-    return up * scale
+    # two numbers, not torch.tensor([...]): that would be built on the CPU and copied to the device
+    return torch.cat([up[:, :1] * (size[1] / w), up[:, 1:] * (size[0] / h)], dim=1)
 
 
 def _conv(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
