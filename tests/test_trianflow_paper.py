@@ -216,10 +216,10 @@ def test_bad_inputs_and_options_get_clear_errors():
 
 def test_options_choose_the_data_and_what_trains():
     paper = TrianFlow(TrianFlowConfig(stage="depth"))
-    assert paper.config.flow_trains and paper.data_options() == {"snippet_length": 3, "flow_offset": 1, "train_flow": False}
+    assert paper.config.flow_trains and paper.data_options() == {"snippet_length": 3, "flow_offset": 1, "val_flow": True, "train_flow": False}
     gap2 = TrianFlow(TrianFlowConfig(stage="depth", frame_gap=2, oracle_flow=True))
     assert not gap2.config.flow_trains
-    assert gap2.data_options() == {"snippet_length": 5, "flow_offset": 2, "train_flow": True}
+    assert gap2.data_options() == {"snippet_length": 5, "flow_offset": 2, "val_flow": True, "train_flow": True}
     assert not TrianFlowConfig(stage="depth", freeze_flow=True).flow_trains
     assert not TrianFlowConfig(stage="depth", depth_loss="photometric").flow_trains
     assert TrianFlowConfig(stage="flow").flow_trains
