@@ -152,6 +152,7 @@ def _check_numbers(obj, where="summary"):
         assert math.isfinite(obj), where
 
 
+@pytest.mark.slow  # every part of the script: about 15 s
 def test_every_part_runs_on_the_cpu_into_one_summary(tmp_path, monkeypatch, capsys, worlds):
     monkeypatch.setattr(gc, "render_worlds", lambda settings: worlds)
     out = tmp_path / "check.json"

@@ -206,6 +206,7 @@ def test_predict_masks_and_scoring_them_against_the_truth(snippets):
     assert roc_auc(1 - perfect, truth) == 1.0 and roc_auc(perfect, truth) == 0.0
 
 
+@pytest.mark.slow  # trains, evaluates and predicts in subprocesses: about 10 s
 def test_commands_train_evaluate_predict_sfmlearner(tmp_path):
     """The registry's dispatch, end to end as subprocesses: a 3-step run, its evaluation
     (median-scaled depth only, ATE beside the no-motion baseline, in the JSON) and a prediction."""

@@ -117,6 +117,7 @@ def test_net_forward_is_one_pass_over_both_orders():
     torch.testing.assert_close(bw[2], net.flow(b, a)[2], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow  # trains, evaluates and predicts in subprocesses: about 20 s
 def test_commands_train_evaluate_predict_trianflow(tmp_path):
     """End to end as subprocesses: a 3-step flow run with validation EPE, its flow evaluation
     (model and zero flow, static and moving pixels, in the JSON) and a flow prediction."""
