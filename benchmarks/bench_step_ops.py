@@ -25,6 +25,9 @@ views (``OpCounter.kernels``), about what a GPU launches:
     sfmlearner     1381 (817)     1120 (721)     1100          3601
     trianflow      2936 (1741)    4510 (3214)     632          8078
 
+After (same machine): Monodepth 768 + 780 operations (1135 kernels, 0.54 of the reference);
+the other methods within a few per cent of theirs (benchmarks/RESULTS.md).
+
 On the CPU Adam is PyTorch's per-parameter loop (9 operations a parameter tensor, and a
 ``.item()`` of its step count each: the syncs the script lists under ``optimizer``); the
 trainer's GPU step gets the ``foreach`` version (a few dozen for all parameters) or, with
