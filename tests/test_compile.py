@@ -22,6 +22,8 @@ from lesson_lib._validate import value_checks
 from lesson_lib.training import StepContext, step_generator
 from lesson_lib.training.opcount import example_batch
 
+pytestmark = pytest.mark.slow  # dynamo traces each step: about 35 s in all on 2 cores
+
 SMALL = {"encoder_width": 8, "pose_width": 8, "flow_width": 8}
 
 
