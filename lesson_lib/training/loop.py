@@ -252,7 +252,8 @@ class Trainer:
 
         self._loss_fn = method.loss
         if config.compile:  # CUDA: CUDA graphs where safe ("reduce-overhead"); the CPU: the default mode
-            self._loss_fn = torch.compile(method.loss, mode="reduce-overhead" if cuda else None)
+            # with cuda_graph the trainer captures the whole step itself: the compiled loss must not capture too
+            self._loss_fn = torch.compile(method.loss, mode="reduce-overhead" if cuda and not config.cuda_graph else None)
         self._graph: Any = None  # the captured step (cuda_graph) and its static tensors
         self._graph_warmup = 0
         self.step = 0
