@@ -24,6 +24,7 @@ __all__ = [
     "C1",
     "C2",
     "box_filter",
+    "window_mean3",
     "ssim",
     "ssim_components",
     "photometric_error",
@@ -60,6 +61,14 @@ class _Mean3x3(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         return _sum3x3(F.pad(grad / 9, (2, 2, 2, 2)))
+
+
+def window_mean3(padded: torch.Tensor) -> torch.Tensor:
+    """The mean over each 3x3 window of an already padded tensor ``(..., H, W)``, without more
+    padding: ``(..., H - 2, W - 2)``, the values and gradients of
+    ``F.avg_pool2d(padded, kernel_size=3, stride=1)`` (what :func:`box_filter` uses after its
+    reflection padding; for callers that pad in their own way)."""
+    return _Mean3x3.apply(padded)
 
 
 def box_filter(x: torch.Tensor, window: int = 3) -> torch.Tensor:

@@ -35,12 +35,15 @@ def _cases():
                 strict=True, reason="RANSAC's adaptive loop and generator draws (data-dependent control flow)"))
         else:
             yield pytest.param(name, None, id=name)
+    yield pytest.param("monodepth", "packed", id="monodepth-packed-loss")  # the loss layout a GPU runs
 
 
 def _step(name, stage):
     method = methods.build_method(name)
     small = {k: v for k, v in SMALL.items() if hasattr(method.config, k)}
-    if stage is not None:
+    if stage == "packed":
+        small["loss_layout"] = "packed"
+    elif stage is not None:
         small["stage"] = stage
     method = methods.build_method(name, dataclasses.replace(method.config, **small))
     if hasattr(method, "load_pretrained"):

@@ -37,6 +37,7 @@ scale (no median scaling is needed, unlike the monocular methods of chapters 07 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -47,7 +48,7 @@ from torch import nn
 
 from .._validate import check_number, check_same_device, check_tensor, value_checks_enabled
 from ..images import downsample, resize
-from ..losses import photometric_error, smoothness
+from ..losses import C1, C2, photometric_error, smoothness, window_mean3
 from ..metrics import depth_metrics
 from ..models import MonodepthNet, network_input_size
 from ..stereo import disparity_fraction_to_depth, fraction_to_pixels
@@ -58,6 +59,8 @@ __all__ = [
     "MonodepthConfig",
     "Monodepth",
     "monodepth_loss",
+    "monodepth_loss_per_scale",
+    "packed_monodepth_loss",
     "left_right_consistency",
     "post_process_weights",
     "post_process",
@@ -90,6 +93,10 @@ class MonodepthConfig(NetworkOptions):
     input_height: int = option(0, "the network's input height (multiple of 32); images are resized "
                                "to it; 0: the data's own size")
     input_width: int = option(0, "the network's input width (multiple of 32); 0: the data's own size")
+    loss_layout: str = option("auto", "how the loss visits the scales (the same loss to float32 rounding): "
+                              "packed, all scales at once (few large operations: a GPU's choice); per_scale, one "
+                              "after another (faster on a CPU); auto: packed on a GPU, per_scale on the CPU",
+                              choices=("auto", "packed", "per_scale"))
 
     def __post_init__(self) -> None:
         self.check_network_options(nonnegative=("smoothness_weight", "left_right_weight"))
@@ -129,6 +136,39 @@ def monodepth_loss(
     config: MonodepthConfig | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Monodepth's training loss (see the module doc) and its terms summed over scales.
+
+    ``config.loss_layout`` chooses how: :func:`packed_monodepth_loss` computes the paper's loss
+    (variants ``lr`` and ``no_lr``, each scale compared with the images reduced to it) on all
+    scales at once, a step of a few large operations (on a GPU, few kernel launches: 769
+    operations forward and backward at 128x416 against 3,126 scale by scale and view by view);
+    :func:`monodepth_loss_per_scale` computes the same numbers scale by scale, as the module doc
+    writes them, and serves the other options; on a CPU it is the faster one (the packed loss's
+    gathers cost more there). ``auto``: packed on a GPU, per scale on the CPU.
+
+    Args:
+        disparities: ``{s: (B, 2, H / 2**s, W / 2**s)}`` from :class:`MonodepthNet`, fractions
+            of the width (channel 0 left-aligned, channel 1 right-aligned).
+        left, right: ``(B, 3, H, W)`` the rectified pair in ``[0, 1]``.
+        config: the variant and weights (default :class:`MonodepthConfig()`).
+
+    Returns:
+        ``(loss, {"appearance", "smoothness", "left_right"})``; the terms are detached.
+    """
+    cfg = config or MonodepthConfig()
+    packed = cfg.loss_layout == "packed" or (cfg.loss_layout == "auto" and left.device.type != "cpu")
+    if packed and _packable(disparities, left, cfg):
+        return packed_monodepth_loss(disparities, left, right, cfg)
+    return monodepth_loss_per_scale(disparities, left, right, cfg)
+
+
+def monodepth_loss_per_scale(
+    disparities: Mapping[int, torch.Tensor],
+    left: torch.Tensor,
+    right: torch.Tensor,
+    config: MonodepthConfig | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Monodepth's training loss (see the module doc) and its terms summed over scales, one
+    scale after another.
 
     Args:
         disparities: ``{s: (B, 2, H / 2**s, W / 2**s)}`` from :class:`MonodepthNet`, fractions
@@ -191,6 +231,144 @@ def monodepth_loss(
         ap_sum = ap_sum + ap
         sm_sum = sm_sum + sm / 2**s
         lr_sum = lr_sum + lr
+    loss = ap_sum + cfg.smoothness_weight * sm_sum
+    if cfg.variant == "lr":
+        loss = loss + cfg.left_right_weight * lr_sum
+    return loss, {"appearance": ap_sum.detach(), "smoothness": sm_sum.detach(), "left_right": lr_sum.detach()}
+
+
+def _packable(disparities: Mapping[int, torch.Tensor], left: torch.Tensor, cfg: MonodepthConfig) -> bool:
+    """Whether :func:`packed_monodepth_loss` computes this loss: the paper's comparison at each
+    scale (not ``naive``, not ``upsample``), every scale present with at least 2 x 2 pixels and
+    the size ``downsample`` gives."""
+    if cfg.variant == "naive" or cfg.multiscale != "downsample" or left.ndim != 4:
+        return False
+    H, W = left.shape[-2:]
+    for s in cfg.scales:
+        d = disparities.get(s)
+        if d is None or d.ndim != 4 or d.shape[-2] < 2 or d.shape[-1] < 2 or H % d.shape[-2]:
+            return False
+        f = H // d.shape[-2]
+        if tuple(d.shape[-2:]) != (max(1, round(H / f)), max(1, round(W / f))):
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=8)
+def _layout(sizes: tuple[tuple[int, int, int], ...], device: str, dtype: torch.dtype) -> dict[str, Any]:
+    """Index maps of the scales' pixels laid end to end, row by row (scale ``sizes[0]``'s first,
+    ``sizes = ((s, h, w), ...)``): for each pixel its column, its row's first index, its scale's
+    width and the weights of the terms; the neighbours the smoothness differences use; and a
+    canvas on which the scales are stacked, each framed by its own one-pixel reflection, for
+    SSIM's 3 x 3 windows (the interior map reads the windows' means back).
+
+    Built on ``device`` from sizes alone (cached per sizes, device and dtype; under
+    ``torch.compile`` traced as device-side constants: nothing is copied from the host)."""
+    dev = torch.device(device)
+    wc = max(w for _, _, w in sizes) + 2
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("col", "row0", "width", "w_mean", "nbr_x", "w_x", "nbr_y",
+                                                             "w_y", "canvas", "interior")}
+    offset, top = 0, 0
+    for s, h, w in sizes:
+        n = h * w
+        flat = torch.arange(n, device=dev)
+        r, c = flat // w, flat % w
+        ones = torch.ones(n, dtype=dtype, device=dev)
+        has_x, has_y = (c < w - 1).to(dtype), (r < h - 1).to(dtype)
+        parts["col"].append(c.to(dtype))
+        parts["row0"].append((offset + r * w).to(dtype))
+        parts["width"].append(ones * w)
+        parts["w_mean"].append(ones / n)
+        parts["nbr_x"].append(offset + flat + (c < w - 1).long())
+        parts["w_x"].append(has_x / (h * (w - 1) * 2**s))
+        parts["nbr_y"].append(offset + flat + w * (r < h - 1).long())
+        parts["w_y"].append(has_y / ((h - 1) * w * 2**s))
+        # the canvas rows of this scale: rows -1..h and columns -1..w, reflected into the scale
+        rr = (torch.arange(-1, h + 1, device=dev)).abs()
+        rr = torch.where(rr > h - 1, 2 * (h - 1) - rr, rr)
+        cc = (torch.arange(-1, wc - 1, device=dev)).abs().clamp(max=w)  # columns past w + 1 are never read
+        cc = torch.where(cc > w - 1, 2 * (w - 1) - cc, cc)
+        parts["canvas"].append((offset + rr[:, None] * w + cc[None, :]).flatten())
+        parts["interior"].append((top + r) * (wc - 2) + c)  # the window-mean grid: (rows - 2, wc - 2)
+        offset += n
+        top += h + 2
+    lay: dict[str, Any] = {k: torch.cat(v) for k, v in parts.items()}
+    lay["hi"], lay["hi0"] = lay["width"] - 1, lay["width"] - 2
+    lay["canvas_size"] = (top, wc)
+    return lay
+
+
+def _sample_rows(source: torch.Tensor, shift: torch.Tensor, lay: dict[str, Any]) -> torch.Tensor:
+    """:func:`~lesson_lib.warping.horizontal_sample` with border padding for pixels laid end to
+    end (``source (N2, C, N)``, ``shift (N2, 1, N)`` in pixels of each pixel's own scale): each
+    pixel reads its row at ``x + shift``, clamped to the row (the border), linearly."""
+    u = torch.minimum((lay["col"] + shift).clamp(min=0), lay["hi"])
+    i0 = torch.minimum(u.detach().floor(), lay["hi0"])
+    frac = u - i0
+    idx0 = (lay["row0"] + i0).long().expand(-1, source.shape[1], -1)
+    v0 = source.gather(2, idx0)
+    v1 = source.gather(2, idx0 + 1)
+    return torch.lerp(v0, v1, frac)
+
+
+def packed_monodepth_loss(
+    disparities: Mapping[int, torch.Tensor],
+    left: torch.Tensor,
+    right: torch.Tensor,
+    config: MonodepthConfig | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """:func:`monodepth_loss_per_scale` with every scale at once: the scales' pixels are laid
+    end to end (``(2B, C, N)``, both views stacked along the batch), so the warp, SSIM, L1, the
+    smoothness and the left-right term each run once for all scales, with index maps that keep
+    every scale's borders (the warp clamps to its own rows, SSIM's windows see its own
+    reflection, the smoothness differences stay inside it) and weights that make each term the
+    sum over scales of per-scale means. Equal to the per-scale loss to float32 rounding (tested)."""
+    cfg = config or MonodepthConfig()
+    dims = check_tensor(left, "left", ("B", 3, "H", "W"))
+    check_tensor(right, "right", ("B", 3, "H", "W"), dims=dims)
+    check_same_device(left=left, right=right)
+    if not _packable(disparities, left, cfg):
+        raise ValueError("packed_monodepth_loss computes the paper's per-scale comparison (variant lr or no_lr, "
+                         "multiscale 'downsample', every scale present): use monodepth_loss")
+    H = left.shape[-2]
+    b = left.shape[0]
+    dtype = torch.float64 if disparities[cfg.scales[0]].dtype == torch.float64 else torch.float32  # float64 for tests
+    own = [disparities[s].to(dtype) for s in cfg.scales]
+    for s, d in zip(cfg.scales, own):
+        check_tensor(d, f"disparities[{s}]", (b, 2, None, None))
+        if value_checks_enabled() and not bool((torch.isfinite(d) & (d >= 0)).all()):
+            raise ValueError(f"disparities[{s}] must be finite and >= 0 (left x matches right x - d)")
+    sizes = tuple((s, d.shape[-2], d.shape[-1]) for s, d in zip(cfg.scales, own))
+    lay = _layout(sizes, str(left.device), dtype)
+    images = torch.cat([left, right])  # (2B, 3, H, W): [left views; right views]
+    targets = torch.cat([downsample(images, H // h).flatten(2) for _, h, _ in sizes], dim=2)  # (2B, 3, N)
+    D = torch.cat([d.flatten(2) for d in own], dim=2)  # (B, 2, N)
+    d = torch.cat([D[:, :1], D[:, 1:]])  # (2B, 1, N): d_l for the left views, d_r for the right
+    # the left view reads the right image (and d_r) at x - d_l, the right view the left at x + d_r
+    shift = torch.cat([-D[:, :1], D[:, 1:]]) * lay["width"]
+    warped = _sample_rows(torch.cat([targets, d], dim=1).roll(b, dims=0), shift, lay)
+    pred = warped[:, :3]
+    per_pixel = (pred - targets).abs().mean(1)  # (2B, N)
+    if cfg.alpha > 0:
+        x, y = pred, targets
+        stats = torch.cat([x, y, x * x, y * y, x * y], dim=1)  # (2B, 15, N)
+        canvas = stats.index_select(2, lay["canvas"]).unflatten(2, lay["canvas_size"])
+        means = window_mean3(canvas).flatten(2).index_select(2, lay["interior"])
+        mu_x, mu_y, exx, eyy, exy = means.split(3, dim=1)
+        sxx, syy, sxy = exx - mu_x * mu_x, eyy - mu_y * mu_y, exy - mu_x * mu_y
+        ssim = (2 * mu_x * mu_y + C1) * (2 * sxy + C2) / ((mu_x * mu_x + mu_y * mu_y + C1) * (sxx + syy + C2))
+        dssim = ((1 - ssim) / 2).clamp(0, 1).mean(1)
+        per_pixel = cfg.alpha * dssim + (1 - cfg.alpha) * per_pixel
+    # each scale's mean over both views counted twice (the per-scale loss's factor 2): 1 / (B n_s)
+    ap_sum = (per_pixel * lay["w_mean"]).sum() / b
+    grad_img_x = (targets.index_select(2, lay["nbr_x"]) - targets).abs().mean(1)
+    grad_img_y = (targets.index_select(2, lay["nbr_y"]) - targets).abs().mean(1)
+    dd = d[:, 0]
+    gx = (dd.index_select(1, lay["nbr_x"]) - dd).abs() * torch.exp(-grad_img_x)
+    gy = (dd.index_select(1, lay["nbr_y"]) - dd).abs() * torch.exp(-grad_img_y)
+    sm_sum = ((gx * lay["w_x"]).sum() + (gy * lay["w_y"]).sum()) / b
+    zero = left.new_zeros(())
+    lr_sum = ((d - warped[:, 3:]).abs()[:, 0] * lay["w_mean"]).sum() / b if cfg.variant == "lr" else zero
     loss = ap_sum + cfg.smoothness_weight * sm_sum
     if cfg.variant == "lr":
         loss = loss + cfg.left_right_weight * lr_sum
