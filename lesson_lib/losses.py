@@ -68,6 +68,10 @@ def window_mean3(padded: torch.Tensor) -> torch.Tensor:
     padding: ``(..., H - 2, W - 2)``, the values and gradients of
     ``F.avg_pool2d(padded, kernel_size=3, stride=1)`` (what :func:`box_filter` uses after its
     reflection padding; for callers that pad in their own way)."""
+    check_tensor(padded, "padded")
+    if padded.ndim < 2 or min(padded.shape[-2:]) < 3:
+        raise ValueError(f"padded: expected (..., H, W) with H and W >= 3 (padded by a pixel on each side), "
+                         f"got shape {tuple(padded.shape)}")
     return _Mean3x3.apply(padded)
 
 

@@ -327,11 +327,16 @@ def packed_monodepth_loss(
     dims = check_tensor(left, "left", ("B", 3, "H", "W"))
     check_tensor(right, "right", ("B", 3, "H", "W"), dims=dims)
     check_same_device(left=left, right=right)
-    if not _packable(disparities, left, cfg):
-        raise ValueError("packed_monodepth_loss computes the paper's per-scale comparison (variant lr or no_lr, "
-                         "multiscale 'downsample', every scale present): use monodepth_loss")
-    H = left.shape[-2]
     b = left.shape[0]
+    for s in cfg.scales:
+        if s not in disparities:
+            raise ValueError(f"disparities: no disparity at scale {s}; the network gave scales {sorted(disparities)}")
+        check_tensor(disparities[s], f"disparities[{s}]", (b, 2, None, None))
+    if not _packable(disparities, left, cfg):
+        raise ValueError("packed_monodepth_loss computes the paper's per-scale comparison (config: variant lr or "
+                         "no_lr, multiscale 'downsample'; disparities of at least 2 x 2 at the sizes the images "
+                         "reduce to): use monodepth_loss")
+    H = left.shape[-2]
     dtype = torch.float64 if disparities[cfg.scales[0]].dtype == torch.float64 else torch.float32  # float64 for tests
     own = [disparities[s].to(dtype) for s in cfg.scales]
     for s, d in zip(cfg.scales, own):
