@@ -26,6 +26,7 @@ __all__ = [
     "box_filter",
     "window_mean3",
     "ssim",
+    "ssim_from_means",
     "ssim_components",
     "photometric_error",
     "smoothness",
@@ -124,13 +125,19 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor, na: str, nb: str) -> None:
     check_same_device(**{na: a, nb: b})
 
 
-def _moments(x: torch.Tensor, y: torch.Tensor):
+def _means(x: torch.Tensor, y: torch.Tensor):
+    """The 3x3 window means of ``x``, ``y``, ``x²``, ``y²``, ``xy``."""
     c = x.shape[1]
     # one pass for x's three moments, one for y's two: when y (the target) needs no gradient,
     # its moments stay out of the backward pass
     xx, yy, xy = x * x, y * y, x * y
     mu_x, exx, exy = torch.split(box_filter(torch.cat([x, xx, xy], dim=1)), c, dim=1)
     mu_y, eyy = torch.split(box_filter(torch.cat([y, yy], dim=1)), c, dim=1)
+    return mu_x, mu_y, exx, eyy, exy
+
+
+def _moments(x: torch.Tensor, y: torch.Tensor):
+    mu_x, mu_y, exx, eyy, exy = _means(x, y)
     return mu_x, mu_y, exx - mu_x * mu_x, eyy - mu_y * mu_y, exy - mu_x * mu_y
 
 
@@ -141,7 +148,17 @@ def ssim(x: torch.Tensor, y: torch.Tensor, c1: float = C1, c2: float = C2) -> to
     with means, variances and covariance over 3x3 box windows.
     """
     _check_pair(x, y, "x", "y")
-    mu_x, mu_y, sxx, syy, sxy = _moments(x, y)
+    return ssim_from_means(*_means(x, y), c1, c2)
+
+
+def ssim_from_means(
+    mu_x: torch.Tensor, mu_y: torch.Tensor, exx: torch.Tensor, eyy: torch.Tensor, exy: torch.Tensor,
+    c1: float = C1, c2: float = C2,
+) -> torch.Tensor:
+    """SSIM from the window means of ``x``, ``y``, ``x²``, ``y²`` and ``xy`` (any shape, all
+    alike): the formula of :func:`ssim` for callers that take the window means their own way
+    (Monodepth's loss over all scales at once)."""
+    sxx, syy, sxy = exx - mu_x * mu_x, eyy - mu_y * mu_y, exy - mu_x * mu_y
     num = (2 * mu_x * mu_y + c1) * (2 * sxy + c2)
     den = (mu_x * mu_x + mu_y * mu_y + c1) * (sxx + syy + c2)
     return num / den

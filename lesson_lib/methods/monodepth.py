@@ -48,7 +48,7 @@ from torch import nn
 
 from .._validate import check_number, check_same_device, check_tensor, value_checks_enabled
 from ..images import downsample, resize
-from ..losses import C1, C2, photometric_error, smoothness, window_mean3
+from ..losses import photometric_error, smoothness, ssim_from_means, window_mean3
 from ..metrics import depth_metrics
 from ..models import MonodepthNet, network_input_size
 from ..stereo import disparity_fraction_to_depth, fraction_to_pixels
@@ -168,17 +168,7 @@ def monodepth_loss_per_scale(
     config: MonodepthConfig | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Monodepth's training loss (see the module doc) and its terms summed over scales, one
-    scale after another.
-
-    Args:
-        disparities: ``{s: (B, 2, H / 2**s, W / 2**s)}`` from :class:`MonodepthNet`, fractions
-            of the width (channel 0 left-aligned, channel 1 right-aligned).
-        left, right: ``(B, 3, H, W)`` the rectified pair in ``[0, 1]``.
-        config: the variant and weights (default :class:`MonodepthConfig()`).
-
-    Returns:
-        ``(loss, {"appearance", "smoothness", "left_right"})``; the terms are detached.
-    """
+    scale after another; arguments and result as :func:`monodepth_loss`."""
     cfg = config or MonodepthConfig()
     dims = check_tensor(left, "left", ("B", 3, "H", "W"))
     check_tensor(right, "right", ("B", 3, "H", "W"), dims=dims)
@@ -359,10 +349,7 @@ def packed_monodepth_loss(
         stats = torch.cat([x, y, x * x, y * y, x * y], dim=1)  # (2B, 15, N)
         canvas = stats.index_select(2, lay["canvas"]).unflatten(2, lay["canvas_size"])
         means = window_mean3(canvas).flatten(2).index_select(2, lay["interior"])
-        mu_x, mu_y, exx, eyy, exy = means.split(3, dim=1)
-        sxx, syy, sxy = exx - mu_x * mu_x, eyy - mu_y * mu_y, exy - mu_x * mu_y
-        ssim = (2 * mu_x * mu_y + C1) * (2 * sxy + C2) / ((mu_x * mu_x + mu_y * mu_y + C1) * (sxx + syy + C2))
-        dssim = ((1 - ssim) / 2).clamp(0, 1).mean(1)
+        dssim = ((1 - ssim_from_means(*means.split(3, dim=1))) / 2).clamp(0, 1).mean(1)
         per_pixel = cfg.alpha * dssim + (1 - cfg.alpha) * per_pixel
     # each scale's mean over both views counted twice (the per-scale loss's factor 2): 1 / (B n_s)
     ap_sum = (per_pixel * lay["w_mean"]).sum() / b

@@ -289,6 +289,19 @@ class SfMLearner(MonocularMethod):
         return torch.cat([target, sources.flatten(1, 2)], dim=1)
 
     @torch.no_grad()
+    def _pose_outputs(self, net: SfMLearnerNet, target: torch.Tensor, sources: torch.Tensor) -> tuple[Any, Any, torch.Tensor]:
+        """The pose network's ``(poses, logits)`` for a snippet, in eval mode (left as it was), and
+        its stacked input."""
+        x = self._pose_inputs(net, target, sources)
+        was = net.training
+        net.eval()
+        try:
+            poses, logits = net.pose_net(x)
+        finally:
+            net.train(was)
+        return poses, logits, x
+
+    @torch.no_grad()
     def predict_poses(
         self, model: nn.Module, target: torch.Tensor, sources: torch.Tensor, K: torch.Tensor | None = None, *,
         seed: int = 0,
@@ -299,27 +312,14 @@ class SfMLearner(MonocularMethod):
         the network's input size; ``K`` and ``seed`` are not needed. The model runs in eval mode
         and is left as it was."""
         net = self.net(model)
-        x = self._pose_inputs(net, target, sources)
-        was = net.training
-        net.eval()
-        try:
-            poses, _ = net.pose_net(x)
-        finally:
-            net.train(was)
+        poses, _, _ = self._pose_outputs(net, target, sources)
         return net.pose_net.to_matrices(poses)
 
     @torch.no_grad()
     def predict_masks(self, model: nn.Module, target: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
         """The explainability mask at the network's input size, ``(B, S, 1, h, w)`` in ``[0, 1]``
         (1: explainable), for each source of a snippet; all ones for a model without the mask."""
-        net = self.net(model)
-        x = self._pose_inputs(net, target, sources)
-        was = net.training
-        net.eval()
-        try:
-            _, logits = net.pose_net(x)
-        finally:
-            net.train(was)
+        _, logits, x = self._pose_outputs(self.net(model), target, sources)
         b, n = sources.shape[:2]
         if logits is None:
             return x.new_ones(b, n, 1, *x.shape[-2:])
