@@ -26,7 +26,9 @@ going when one part fails, and leaves one summary (printed, and as JSON) to copy
    seconds); for the eager step, the kernels per step and the GPU's busy share (kernel time /
    wall time, from ``torch.profiler``); and the largest batch (doubling from ``step_batch``)
    whose step's peak memory stays within ``memory_budget_gib``. A mode that fails is reported
-   with its error; the part fails only when the eager step does.
+   with its error; the part fails only when the eager step does. TrianFlow's depth stage is one
+   more entry (``trianflow:depth``, RANSAC with a fixed 1,024 samples: the adaptive default
+   reads its count on the host, which neither a compiled nor a captured step allows).
 6. ``methods``: every registered method (:func:`lesson_lib.methods.available`) built with its
    defaults and trained a couple of hundred steps through the ``Trainer`` on the fast path:
    first in a short run that stops with a checkpoint, then resumed from it (the resume path
@@ -522,11 +524,28 @@ def _method_batch(method: Any, sequences: list, batch_size: int) -> dict[str, An
     return torch.utils.data.default_collate([train[i % len(train)] for i in range(batch_size)])
 
 
-def _step_trainer(name: str, device: torch.device, batch: dict[str, Any], out_dir: Path, **options: Any) -> Any:
+# The steps part's entries beyond every registered method's default configuration: TrianFlow's
+# depth stage, with the fixed-count RANSAC that a compiled or captured step needs.
+EXTRA_STEP_ENTRIES = {"trianflow:depth": {"stage": "depth", "ransac_iters": 1024}}
+
+
+def _entry_method(entry: str) -> Any:
+    """The method of a steps-part entry: a registered name, or one of :data:`EXTRA_STEP_ENTRIES`."""
+    import dataclasses
+
     from lesson_lib import methods
+
+    name = entry.split(":")[0]
+    method = methods.build_method(name)
+    if entry in EXTRA_STEP_ENTRIES:
+        method = methods.build_method(name, dataclasses.replace(method.config, **EXTRA_STEP_ENTRIES[entry]))
+    return method
+
+
+def _step_trainer(name: str, device: torch.device, batch: dict[str, Any], out_dir: Path, **options: Any) -> Any:
     from lesson_lib.training import TrainConfig, Trainer
 
-    method = methods.build_method(name)
+    method = _entry_method(name)
     if hasattr(method, "load_pretrained"):
         method.load_pretrained = False  # a later stage's step without an earlier stage's file
     n = len(next(v for v in batch.values() if isinstance(v, torch.Tensor)))
@@ -584,13 +603,11 @@ def largest_batch(name: str, device: torch.device, sequences: list, start: int, 
     """The largest batch (``start`` doubled) whose eager step peaks within ``budget_gib`` GiB."""
     if device.type != "cuda":
         return {"largest_batch": None, "reason": "peak memory is measured on CUDA"}
-    from lesson_lib import methods
-
     best, peak_of, b = None, {}, start
     while time.perf_counter() < deadline:
         trainer = on_device = None
         try:
-            batch = _method_batch(methods.build_method(name), sequences, b)
+            batch = _method_batch(_entry_method(name), sequences, b)
             trainer = _step_trainer(name, device, batch, out_dir)
             on_device = _to(trainer, batch)
             torch.cuda.reset_peak_memory_stats(device)
@@ -617,10 +634,8 @@ def _to(trainer: Any, batch: Any) -> Any:
 
 
 def step_report(name: str, device: torch.device, sequences: list, settings: Settings, budget_s: float) -> dict[str, Any]:
-    from lesson_lib import methods
-
     t_start = time.perf_counter()
-    batch = _method_batch(methods.build_method(name), sequences, settings.step_batch)
+    batch = _method_batch(_entry_method(name), sequences, settings.step_batch)
     report: dict[str, Any] = {"batch_size": settings.step_batch, "modes": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in settings.step_modes:
@@ -657,7 +672,7 @@ def step_report(name: str, device: torch.device, sequences: list, settings: Sett
 def steps_part(device: torch.device, sequences: list, settings: Settings, budget_s: float) -> dict[str, Any]:
     from lesson_lib import methods
 
-    names, results, t0 = methods.available(), {}, time.perf_counter()
+    names, results, t0 = [*methods.available(), *EXTRA_STEP_ENTRIES], {}, time.perf_counter()
     for i, name in enumerate(names):
         share = (0.95 * budget_s - (time.perf_counter() - t0)) / (len(names) - i)
         try:

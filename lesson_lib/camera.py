@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import torch
 
-from ._validate import check_number, check_same_device, check_tensor, float32_geometry
+from ._validate import check_number, check_same_device, check_tensor, float32_geometry, value_checks_enabled
 
 __all__ = [
     "intrinsics_matrix",
+    "intrinsics_inverse",
     "scale_intrinsics",
     "resize_intrinsics",
     "crop_intrinsics",
@@ -47,6 +48,17 @@ def _check_K(K: torch.Tensor, name: str = "K") -> None:
     check_tensor(K, name)
     if K.ndim < 2 or K.shape[-2:] != (3, 3):
         raise ValueError(f"{name}: expected shape (..., 3, 3), got {tuple(K.shape)}")
+
+
+def intrinsics_inverse(K: torch.Tensor, name: str = "K") -> torch.Tensor:
+    """``K^-1`` by ``inv_ex``: ``linalg.inv`` checks for a singular matrix by reading its result
+    on the host (a sync inside a training step); here the check runs only while value checks
+    are on, and names ``name``. ``K``: ``(..., 3, 3)``."""
+    _check_K(K, name)
+    K_inv, info = torch.linalg.inv_ex(K)
+    if value_checks_enabled() and bool((info != 0).any()):
+        raise ValueError(f"{name} is singular (not an intrinsic matrix)")
+    return K_inv
 
 
 def scale_intrinsics(K: torch.Tensor, sx: float, sy: float) -> torch.Tensor:

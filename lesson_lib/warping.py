@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from ._validate import check_number, check_same_device, check_tensor, float32_geometry, value_checks_enabled
-from .camera import pixel_grid
+from .camera import intrinsics_inverse, pixel_grid
 
 __all__ = [
     "normalize_pixels",
@@ -265,10 +265,7 @@ def rigid_sample_points(
     b, _, h, w = depth_t.shape
     dt = depth_t.dtype
     K_s, K_t, T = K_s.to(dt), K_t.to(dt), T_t_to_s.to(dt)
-    # inv_ex: linalg.inv would check for singular matrices by reading the result (a host sync)
-    K_t_inv, info = torch.linalg.inv_ex(K_t)
-    if value_checks_enabled() and bool((info != 0).any()):
-        raise ValueError("K_t is singular (not an intrinsic matrix)")
+    K_t_inv = intrinsics_inverse(K_t, "K_t")
     M = K_s @ T[:, :3, :3] @ K_t_inv  # (B, 3, 3)
     k = K_s @ T[:, :3, 3:]  # (B, 3, 1)
     grid = pixel_grid(h, w, dt, depth_t.device).reshape(1, 3, h * w)

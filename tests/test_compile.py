@@ -3,11 +3,11 @@
 step's many small operations and a CUDA graph can capture it. Run as the trainer runs the step:
 inside ``value_checks(False)`` (small networks and images: the graph does not depend on them).
 
-TrianFlow is checked in both stages. Its depth stage still breaks: the stage estimates each
-pair's pose with RANSAC (lesson_lib.twoview), whose adaptive number of iterations
-(``while bool(active.any())``) and random draws from the step's ``torch.Generator`` are
-data-dependent control flow that dynamo cannot trace; removing them would change the method
-(a fixed iteration count), so the test says so (strict xfail: it fails once the breaks are gone).
+TrianFlow is checked in both stages. Its depth stage estimates each pair's pose with RANSAC
+(lesson_lib.twoview): with a fixed sample count (``ransac_iters``, drawn from the step's key,
+lesson_lib.keyed_random) it compiles as one graph; with the default adaptive count
+(``while bool(active.any())``, draws from a ``torch.Generator``) it breaks, and the method says
+so (``graph_blocker``): a strict xfail that fails if those breaks ever disappear.
 """
 
 import collections
@@ -31,7 +31,8 @@ def _cases():
     for name in methods.available():
         if name == "trianflow":
             yield pytest.param(name, "flow", id="trianflow-flow")
-            yield pytest.param(name, "depth", id="trianflow-depth", marks=pytest.mark.xfail(
+            yield pytest.param(name, "depth-fixed", id="trianflow-depth-fixed-ransac")
+            yield pytest.param(name, "depth", id="trianflow-depth-adaptive-ransac", marks=pytest.mark.xfail(
                 strict=True, reason="RANSAC's adaptive loop and generator draws (data-dependent control flow)"))
         else:
             yield pytest.param(name, None, id=name)
@@ -43,6 +44,8 @@ def _step(name, stage):
     small = {k: v for k, v in SMALL.items() if hasattr(method.config, k)}
     if stage == "packed":
         small["loss_layout"] = "packed"
+    elif stage == "depth-fixed":
+        small.update(stage="depth", ransac_iters=512)
     elif stage is not None:
         small["stage"] = stage
     method = methods.build_method(name, dataclasses.replace(method.config, **small))

@@ -14,7 +14,7 @@ ROOT = Path(lesson_lib.__file__).resolve().parent
 
 # Layers, lowest first. A module may import from its own layer or any layer below, never above.
 LAYERS = [
-    {"lesson_lib._validate", "lesson_lib.weights"},
+    {"lesson_lib._validate", "lesson_lib.weights", "lesson_lib.keyed_random"},
     {"lesson_lib.stereo", "lesson_lib.camera", "lesson_lib.pose", "lesson_lib.warping", "lesson_lib.scenes",
      "lesson_lib.losses", "lesson_lib.images", "lesson_lib.matching", "lesson_lib.stereo_opt", "lesson_lib.metrics",
      "lesson_lib.twoview", "lesson_lib.trajectory"},

@@ -314,3 +314,49 @@ def test_lr_scales_give_modules_their_own_learning_rate_and_must_name_the_models
     with pytest.raises(ValueError, match="> 0"):
         _param_groups(model, Zero(), 1e-3)
     assert [g["lr"] for g in _param_groups(model, object(), 1e-3)] == [1e-3]  # no lr_scales: one group
+
+
+def test_fixed_count_ransac_trains_from_the_step_key_and_the_trainer_says_when_a_step_cannot_be_one_graph(tmp_path):
+    """``ransac_iters``: the depth stage's draws come from the step's key (no host sync: it compiles
+    as one graph, tests/test_compile.py). On the world's exact flow it finds every pose and
+    triangulates; the run is repeatable; with the adaptive default ``--compile`` warns and
+    ``graph_blocker`` names the option."""
+    import csv
+    import warnings
+
+    import numpy as np
+
+    from lesson_lib.data.synthetic import VideoDataset, load_split
+    from lesson_lib.training import TrainConfig, Trainer
+
+    data = VideoDataset(load_split("test", 1, 6, progress=False), 3, flow=True)
+    small = dict(stage="depth", flow_width=4, encoder_width=4, samples=500, input_height=64, input_width=224)
+
+    def run(out, compile=False, **kw):
+        torch.manual_seed(0)
+        method = TrianFlow(TrianFlowConfig(**small, **kw))
+        method.load_pretrained = False
+        trainer = Trainer(method, TrainConfig(steps=2, batch_size=2, out_dir=str(tmp_path / out), progress=False,
+                                              tensorboard=False, log_every=1, compile=compile), data)
+        return method, trainer
+
+    rows = []
+    for out in ("a", "b"):
+        method, trainer = run(out, oracle_flow=True, ransac_iters=256)
+        assert method.graph_blocker is None
+        trainer.fit()
+        with open(tmp_path / out / "log.csv") as f:
+            rows.append([{k: v for k, v in r.items() if k != "time"} for r in csv.DictReader(f)])
+    assert rows[0] == rows[1] and len(rows[0]) == 2
+    for row in rows[0]:
+        assert float(row["pose_ok"]) == 1.0 and float(row["tri_points"]) > 100 and np.isfinite(float(row["loss"]))
+
+    method, _ = run("c", ransac_iters=0)
+    assert "--ransac-iters" in method.graph_blocker
+    with pytest.warns(UserWarning, match="graph breaks.*--ransac-iters"):
+        run("d", compile=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run("e", compile=True, ransac_iters=128)
+    with pytest.raises(ValueError, match="ransac_iters"):
+        TrianFlowConfig(ransac_iters=-1)

@@ -59,7 +59,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._validate import check_same_device, check_tensor
-from ..camera import resize_intrinsics
+from .. import keyed_random
+from ..camera import intrinsics_inverse, resize_intrinsics
+from ..keyed_random import RandomSource
 from ..images import resize
 from ..losses import census_error, photometric_error, smoothness
 from ..metrics import depth_metrics, flow_epe
@@ -130,6 +132,10 @@ class TrianFlowConfig:
                                  "correspondences are drawn from")
     samples: int = option(6000, "depth stage: correspondences drawn per image pair for F")
     ransac_threshold: float = option(0.1, "depth stage: RANSAC inlier threshold (Sampson distance, pixels)")
+    ransac_iters: int = option(0, "depth stage: RANSAC samples per image pair. 0: adaptive (1,024 to 4,096 by the "
+                               "inlier share, a count the host reads from the GPU); N > 0: exactly N, and every "
+                               "draw from the step's key (lesson_lib.keyed_random): no host sync, so --compile "
+                               "traces the step as one graph and --cuda-graph can capture it")
     min_parallax_deg: float = option(0.5, "depth stage: triangulated points whose rays meet at a smaller angle "
                                      "are not used")
     rigid_threshold: float = option(0.5, "depth stage: pixels whose flow is farther than this from its epipolar "
@@ -162,6 +168,8 @@ class TrianFlowConfig:
                 raise ValueError(f"{name}.{f} must be in [0, 1], got {getattr(self, f)}")
         if self.oracle_flow and self.stage != "depth":
             raise ValueError(f"{name}: oracle_flow is an option of the depth stage (stage='depth')")
+        if isinstance(self.ransac_iters, bool) or not isinstance(self.ransac_iters, int) or self.ransac_iters < 0:
+            raise ValueError(f"{name}.ransac_iters must be an integer >= 0 (0: adaptive), got {self.ransac_iters!r}")
         if self.encoder_width < 1 or self.samples < 8 or not 0.0 < self.top_fraction <= 1.0:
             raise ValueError(f"{name}: encoder_width must be >= 1, samples >= 8 and top_fraction in (0, 1]")
         for f in ("smoothness_weight", "occlusion_a1", "occlusion_a2", "occlusion_from_step", "ransac_threshold",
@@ -271,7 +279,7 @@ def sample_correspondences(
     score: torch.Tensor,
     top_fraction: float = 0.2,
     samples: int = 6000,
-    generator: torch.Generator | None = None,
+    generator: RandomSource = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """TrianFlow's correspondence sampling: of the pixels whose flow lands inside the image,
     keep the ``top_fraction`` with the highest ``score`` (:func:`fb_score`), then draw
@@ -280,7 +288,8 @@ def sample_correspondences(
     Args:
         flow: ``(B, 2, H, W)`` forward flow in pixels.
         score: ``(B, 1, H, W)``, higher = more reliable.
-        generator: the random source (the trainer's per-step generator), on ``flow``'s device.
+        generator: the random source (the trainer's per-step generator, or its key as a
+            :class:`lesson_lib.keyed_random.KeyedRandom`), on ``flow``'s device.
 
     Returns:
         ``(p1, p2, index)``: ``(B, N, 2)`` pixel coordinates ``(u, v)`` in frame 1 and where the
@@ -307,7 +316,7 @@ def sample_correspondences(
     inside = (p2_all[..., 0] >= 0) & (p2_all[..., 0] <= w - 1) & (p2_all[..., 1] >= 0) & (p2_all[..., 1] <= h - 1)
     s = score.float().flatten(1).masked_fill(~inside, -torch.inf)
     top = s.topk(k, dim=1).indices
-    order = torch.rand(b, k, generator=generator, device=flow.device).argsort(dim=1)[:, :n]
+    order = keyed_random.rand(generator, (b, k), flow.device).argsort(dim=1)[:, :n]
     index = top.gather(1, order)
     p1 = grid[index]
     p2 = p2_all.gather(1, index[..., None].expand(-1, -1, 2))
@@ -348,7 +357,8 @@ def pose_from_flow(
     samples: int = 6000,
     threshold: float = 0.1,
     confidence: float = 0.99,
-    generator: torch.Generator | None = None,
+    generator: RandomSource = None,
+    ransac_iters: int | None = None,
 ) -> FlowPose:
     """The relative pose of two frames from their optical flow, without a pose network
     (TrianFlow): correspondences sampled where the forward-backward score is highest
@@ -363,6 +373,8 @@ def pose_from_flow(
         K: ``(B, 3, 3)`` or ``(3, 3)`` intrinsics of both frames.
         score: ``(B, 1, H, W)`` a reliability map to use instead of the forward-backward score
             (then ``flow_bw`` may be None), e.g. the world's static, visible pixels.
+        ransac_iters: RANSAC's fixed sample count (``iterations`` of
+            :func:`lesson_lib.twoview.ransac_fundamental`); None: adaptive.
     """
     from .. import twoview
 
@@ -379,7 +391,7 @@ def pose_from_flow(
         b = p1.shape[0]
         Kb = (K[None] if K.ndim == 2 else K).float().expand(b, 3, 3)
         F_, inl, info = twoview.ransac_fundamental(p1, p2, threshold=threshold, confidence=confidence,
-                                                  generator=generator, return_info=True)
+                                                  generator=generator, iterations=ransac_iters, return_info=True)
         E = twoview.essential_from_fundamental(F_, Kb, Kb)
         R, t, front = twoview.recover_pose(E, p1, p2, Kb, Kb, mask=inl)
         inliers = inl & front
@@ -396,7 +408,7 @@ def ray_angle_deg(p1: torch.Tensor, p2: torch.Tensor, K: torch.Tensor, R: torch.
     check_tensor(p2, "p2", ("B", "N", 2), dims=dims)
     check_tensor(K, "K", ("B", 3, 3), dims=dims)
     check_tensor(R, "R", ("B", 3, 3), dims=dims)
-    kinv = torch.linalg.inv(K.double())
+    kinv = intrinsics_inverse(K.double())
 
     def ray(p: torch.Tensor) -> torch.Tensor:
         return torch.cat([p.double(), torch.ones_like(p[..., :1], dtype=torch.float64)], -1) @ kinv.mT
@@ -464,7 +476,7 @@ def depth_loss(
     image2: torch.Tensor,
     K: torch.Tensor,
     config: TrianFlowConfig | None = None,
-    generator: torch.Generator | None = None,
+    generator: RandomSource = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The depth stage's loss (TrianFlow's second stage, module doc) for the depth network's
     disparities ``{scale: (B, 1, H/2^s, W/2^s)}`` of ``image1``, given the frozen flow network's
@@ -507,7 +519,8 @@ def depth_loss(
     with torch.no_grad(), torch.autocast(image1.device.type, enabled=False):
         ff, fb = flow_fw.float(), flow_bw.float()
         pose = pose_from_flow(ff, fb, K, top_fraction=cfg.top_fraction, samples=cfg.samples,
-                              threshold=cfg.ransac_threshold, generator=generator)
+                              threshold=cfg.ransac_threshold, generator=generator,
+                              ransac_iters=cfg.ransac_iters or None)
         z, trusted = triangulate_correspondences(pose, K, cfg.min_parallax_deg)
         grid = pixel_grid(h, w, device=ff.device)[:2].reshape(2, -1).mT[None].expand(b, -1, -1)
         epi = twoview.sampson_distance(pose.F, grid, grid + ff.flatten(2).mT).reshape(b, 1, h, w)
@@ -583,7 +596,7 @@ def move_depth(depth: torch.Tensor, R: torch.Tensor, t: torch.Tensor, K: torch.T
     check_tensor(t, "t", ("B", 3), dims=dims)
     check_tensor(K, "K", ("B", 3, 3), dims=dims)
     b, _, h, w = depth.shape
-    M = K @ R @ torch.linalg.inv(K)
+    M = K @ R @ intrinsics_inverse(K)
     grid = pixel_grid(h, w, depth.dtype, depth.device).reshape(1, 3, h * w)
     p = (M @ grid) * depth.reshape(b, 1, h * w) + K @ t[..., None]
     z = p[:, 2:3]
@@ -600,7 +613,7 @@ def paper_depth_loss(
     image2: torch.Tensor,
     K: torch.Tensor,
     config: TrianFlowConfig | None = None,
-    generator: torch.Generator | None = None,
+    generator: RandomSource = None,
     flow_valid: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """TrianFlow's depth stage as the paper defines it, for the full-resolution disparities
@@ -660,7 +673,8 @@ def paper_depth_loss(
                 vis = visible_mask(ff, fb, cfg.occlusion_a1, cfg.occlusion_a2)
             fb_weight = vis.float() / (0.1 + d_fb)
             pose = pose_from_flow(ff, None, K, score=fb_weight, top_fraction=cfg.top_fraction, samples=cfg.samples,
-                                  threshold=cfg.ransac_threshold, generator=generator)
+                                  threshold=cfg.ransac_threshold, generator=generator,
+                                  ransac_iters=cfg.ransac_iters or None)
             R, t = pose.R.float(), pose.t.float()
         p2_all = grid + flow.flatten(2).mT  # with the flow's gradient
         epi = twoview.sampson_distance(pose.F, grid, p2_all).float()  # (B, HW)
@@ -804,6 +818,13 @@ class TrianFlow(MonocularMethod):
         away: the flow network's training gap); longer snippets are chained from them."""
         return 3 if "poses" in self.predicts else None
 
+    @property
+    def graph_blocker(self) -> str | None:
+        if self.config.stage == "depth" and not self.config.ransac_iters:
+            return ("the depth stage's adaptive RANSAC decides its sample count on the host; "
+                    "a fixed count (--ransac-iters, e.g. 1024) reads nothing there")
+        return None
+
     def _inputs(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         for key in ("target", "sources"):
             if key not in batch:
@@ -823,7 +844,11 @@ class TrianFlow(MonocularMethod):
             if K is None:
                 raise KeyError("TrianFlow's depth stage needs batches with 'K'")
             out = model(image1, image2, with_depth=True)
-            gen = ctx.generator if ctx is not None else None
+            if self.config.ransac_iters:  # every draw from the step's key: nothing the host must read
+                gen = ctx.random() if ctx is not None else keyed_random.KeyedRandom.from_generator(None,
+                                                                                                  image1.device)
+            else:
+                gen = ctx.generator if ctx is not None else None
             flow_fw, flow_bw, valid = out["flow_fw"], out["flow_bw"], None
             if self.config.oracle_flow:  # ground truth: an experiment, not self-supervision
                 for key in ("flow", "flow_valid"):
@@ -879,7 +904,7 @@ class TrianFlow(MonocularMethod):
         :func:`align_scale`): translation in the depth's unknown unit, as a pose network's.
         ``K`` ``(B, 3, 3)`` or ``(3, 3)``: the intrinsics of the images' size (needed). A pair
         whose pose is not usable (standstill, no parallax) gets the identity. RANSAC draws from a
-        generator seeded with ``seed``."""
+        generator seeded with ``seed`` (adaptively, or ``ransac_iters`` samples)."""
         from ..models import network_input_size
         from ..pose import make_pose
 
@@ -908,7 +933,8 @@ class TrianFlow(MonocularMethod):
                 both = net.flow.flow(torch.cat([t_img, s_img]), torch.cat([s_img, t_img]))
                 b = target.shape[0]
                 pose = pose_from_flow(both[:b], both[b:], Ks, top_fraction=self.config.top_fraction,
-                                      samples=self.config.samples, threshold=self.config.ransac_threshold, generator=g)
+                                      samples=self.config.samples, threshold=self.config.ransac_threshold, generator=g,
+                                      ransac_iters=self.config.ransac_iters or None)
                 z, trusted = triangulate_correspondences(pose, Ks, self.config.min_parallax_deg)
                 scale = align_scale(depth.flatten(1).gather(1, pose.index), z, trusted)
                 T = make_pose(pose.R.float(), scale[:, None] * pose.t.float())

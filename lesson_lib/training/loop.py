@@ -66,6 +66,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .._validate import value_checks
+from ..keyed_random import KEY_LIMIT
 from .checkpoints import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
 from .config import TRAJECTORY_FIELDS, TrainConfig
 from .data import EpochSampler, ShardSampler, batch_len, move_to
@@ -231,6 +232,11 @@ class Trainer:
             raise ValueError(f"TrainConfig.cuda_graph needs CUDA; this run is on {self.device}")
         if config.cuda_graph and (self.distributed or self.amp_dtype == torch.float16):
             raise ValueError("TrainConfig.cuda_graph: not with several processes or fp16's GradScaler (use bf16)")
+        blocker = method.graph_blocker
+        if config.cuda_graph and blocker:
+            raise ValueError(f"TrainConfig.cuda_graph: {method.name}'s step cannot be captured: {blocker}")
+        if config.compile and blocker:
+            warnings.warn(f"--compile: {method.name}'s step compiles in pieces (graph breaks): {blocker}", stacklevel=2)
         params = _param_groups(self.model, method, config.lr)
         # On CUDA the fused kernel updates every parameter in one launch; a captured step needs the
         # "capturable" form, whose learning rate is a tensor on the device (the schedule fills it in)
@@ -543,8 +549,8 @@ class Trainer:
         """``train_step`` with CUDA-graph replay: the first :data:`GRAPH_WARMUP` steps run eagerly
         on a side stream (as capture requires), the next one is captured: its forward, loss,
         backward and capturable Adam, reading the batch from static tensors and drawing from a
-        generator registered with the graph, reseeded from ``(seed, step, rank)`` before every
-        replay. Later steps copy their batch in and replay."""
+        generator registered with the graph and from the context's key, both reseeded from
+        ``(seed, step, rank)`` before every replay. Later steps copy their batch in and replay."""
         batch = move_to(batch, self.device, channels_last=self.channels_last)
         # the learning rate from the schedule's milestones (reading the device's tensor would wait for the GPU)
         lr = self.config.lr * self.config.gamma ** bisect.bisect_right(self._milestones, self.step)
@@ -562,7 +568,9 @@ class Trainer:
             self._updating = True
             g = self._graph
             _copy_into(g["batch"], batch)
-            g["generator"].manual_seed(_step_seed(self.config.seed, self.step, self.rank))
+            seed = _step_seed(self.config.seed, self.step, self.rank)
+            g["generator"].manual_seed(seed)
+            g["key"].fill_(seed % KEY_LIMIT)  # the step's key, as StepContext derives it
             g["graph"].replay()
             loss, logs = g["loss"], g["logs"]
         self._updating = True
@@ -577,11 +585,12 @@ class Trainer:
         graph = torch.cuda.CUDAGraph()
         graph.register_generator_state(generator)
         ctx = StepContext(step=self.step, generator=generator, device=self.device, autocast_dtype=self.amp_dtype)
-        torch.cuda.synchronize()
+        torch.cuda.synchronize()  # ctx.key (filled before every replay) is the graph's static key
         with torch.cuda.graph(graph):
             loss, logs = self._forward_backward(static, ctx)
             self.optimizer.step()
-        self._graph = {"graph": graph, "batch": static, "generator": generator, "loss": loss, "logs": dict(logs)}
+        self._graph = {"graph": graph, "batch": static, "generator": generator, "key": ctx.key, "loss": loss,
+                       "logs": dict(logs)}
 
     def _after_step(self, epoch: int, loss: torch.Tensor, logs: Mapping[str, Any], lr: float, stop: int) -> None:
         cfg, step = self.config, self.step

@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..keyed_random import KEY_LIMIT, KeyedRandom
+
 __all__ = ["Method", "StepContext", "step_generator", "method_config_dict", "has_validate"]
 
 
@@ -57,12 +59,28 @@ class StepContext:
         generator: seeded from ``(seed, step, rank)`` (:func:`step_generator`), on ``device``.
         device: where the batch and the model are.
         autocast_dtype: the mixed-precision type the loss runs under, or None (float32).
+        key: a 0-d int64 tensor on ``device``, the key of the step's counter-based random
+            numbers (:meth:`random`); by default the generator's seed, so it too follows from
+            ``(seed, step, rank)`` alone. A captured CUDA graph reads it from a tensor the
+            trainer refills before every replay.
     """
 
     step: int
     generator: torch.Generator
     device: torch.device
     autocast_dtype: torch.dtype | None = None
+    key: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.key is None:
+            self.key = torch.tensor(self.generator.initial_seed() % KEY_LIMIT, dtype=torch.int64, device=self.device)
+
+    def random(self) -> KeyedRandom:
+        """A :class:`~lesson_lib.keyed_random.KeyedRandom` stream on the step's :attr:`key`:
+        random numbers computed by tensor operations alone, which ``torch.compile`` traces and a
+        CUDA graph captures (a ``torch.Generator``'s draws are host calls). Each call starts the
+        stream afresh: call it once per step and draw from what it returns."""
+        return KeyedRandom(self.key)
 
     @contextlib.contextmanager
     def full_precision(self) -> Iterator[None]:
@@ -165,6 +183,13 @@ class Method(ABC):
         False on their parameters, leaves them out of the optimizer and keeps them in eval mode
         (batch-norm statistics and dropout frozen too). Default: none."""
         return ()
+
+    @property
+    def graph_blocker(self) -> str | None:
+        """Why this configuration's training step cannot run as one graph (``torch.compile``
+        without graph breaks, a captured CUDA graph), naming the option that fixes it; None when
+        it can (the default: the step reads no value on the host)."""
+        return None
 
     # -- what a trained model predicts -----------------------------------------------------------
 

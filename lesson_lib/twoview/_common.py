@@ -11,6 +11,7 @@ import math
 import torch
 
 from .._validate import check_same_device, check_tensor, value_checks_enabled
+from ..camera import intrinsics_inverse
 
 F64 = torch.float64
 SAMPLE_SIZE = 8  # correspondences per RANSAC hypothesis (the 8-point algorithm)
@@ -133,8 +134,8 @@ def camera_rays(P1: torch.Tensor, P2: torch.Tensor, K1: torch.Tensor, K2: torch.
     """Float64 rays in camera 1's frame: ``d1 = K1^-1 x1`` from ``O1 = 0`` and
     ``d2 = R^T K2^-1 x2`` from ``O2 = -R^T t`` (the erratum: the second ray passes through
     ``O2`` and ``x2``, not through ``O1``)."""
-    d1 = homogeneous(P1) @ torch.linalg.inv(K1).mT
-    d2 = homogeneous(P2) @ torch.linalg.inv(K2).mT @ R  # rows: (R^T K2^-1 x2)^T
+    d1 = homogeneous(P1) @ intrinsics_inverse(K1, "K1").mT
+    d2 = homogeneous(P2) @ intrinsics_inverse(K2, "K2").mT @ R  # rows: (R^T K2^-1 x2)^T
     O2 = -(R.mT @ t[..., None])[..., 0]
     return d1, d2, O2
 

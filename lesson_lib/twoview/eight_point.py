@@ -48,7 +48,7 @@ def normalising_transform(points: torch.Tensor) -> torch.Tensor:
     T = torch.zeros(p.shape[0], 3, 3, dtype=F64, device=p.device)
     T[:, 0, 0] = T[:, 1, 1] = s
     T[:, :2, 2] = -s[:, None] * c
-    T[:, 2, 2] = 1.0
+    T[:, 2, 2].fill_(1.0)  # fill_: an assigned Python number would be a tensor copied to the device
     T = T.to(out_dtype(points))
     return T[0] if unbatched else T
 

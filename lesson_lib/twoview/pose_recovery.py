@@ -21,8 +21,6 @@ from ._common import (
     vectors,
 )
 
-_W = ((0.0, -1.0, 0.0), (1.0, 0.0, 0.0), (0.0, 0.0, 1.0))
-
 
 @float32_geometry
 def decompose_essential(E: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,7 +64,12 @@ def decompose_essential(E: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
                              "not an essential matrix")
     U = U * torch.sign(torch.linalg.det(U))[:, None, None]
     Vh = Vh * torch.sign(torch.linalg.det(Vh))[:, None, None]
-    W = torch.tensor(_W, dtype=F64, device=E_.device)
+    # W = [[0, -1, 0], [1, 0, 0], [0, 0, 1]] (a quarter turn about z), built on the device: a
+    # tensor from Python numbers would be copied from the host
+    W = torch.zeros(3, 3, dtype=F64, device=E_.device)
+    W[0, 1].fill_(-1.0)
+    W[1, 0].fill_(1.0)
+    W[2, 2].fill_(1.0)
     R1, R2 = U @ W @ Vh, U @ W.mT @ Vh
     t = U[:, :, 2]
     # a fixed order (the SVD's own signs and, with two equal singular values, its basis are not

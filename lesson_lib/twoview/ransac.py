@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import keyed_random
 from .._validate import float32_geometry
+from ..keyed_random import RandomSource
 from ._common import (
     F64,
     SAMPLE_SIZE,
@@ -77,20 +79,35 @@ class RansacInfo:
     degenerate: torch.Tensor
 
 
-def _sample(b: int, m: int, n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """``(b, m, 8)`` indices, distinct within each sample, from ``generator`` (deterministic)."""
-    gdev = generator.device if generator is not None else device
+def _sample(b: int, m: int, n: int, generator: RandomSource, device: torch.device, sync_free: bool) -> torch.Tensor:
+    """``(b, m, 8)`` indices, distinct within each sample, from ``generator`` (deterministic).
+
+    Few correspondences (``n <= 64``): the first 8 of a random permutation. Otherwise, without
+    ``sync_free``, 8 uniform draws with the samples that repeat an index redrawn (a loop whose
+    length the host reads); with ``sync_free``, draw ``r_j`` uniform in ``[0, n - j)`` and take
+    the ``r_j``-th index not chosen yet (shift ``r_j`` past each chosen index at or below it,
+    in ascending order): distinct by construction, uniform over ordered samples, and a fixed
+    number of tensor operations."""
     if n <= 64:
-        idx = torch.rand(b, m, n, generator=generator, device=gdev).argsort(-1)[..., :SAMPLE_SIZE]
-        return idx.to(device)
-    idx = torch.randint(n, (b, m, SAMPLE_SIZE), generator=generator, device=gdev)
+        return keyed_random.rand(generator, (b, m, n), device).argsort(-1)[..., :SAMPLE_SIZE]
+    if sync_free:
+        bounds = n - torch.arange(SAMPLE_SIZE, device=device)  # n, n - 1, ..., n - 7
+        r = (keyed_random.rand(generator, (b, m, SAMPLE_SIZE), device) * bounds).long().minimum(bounds - 1)
+        chosen = [r[..., 0]]
+        for j in range(1, SAMPLE_SIZE):
+            v = r[..., j]
+            for taken in torch.stack(chosen, -1).sort(-1).values.unbind(-1):
+                v = v + (v >= taken).long()
+            chosen.append(v)
+        return torch.stack(chosen, -1)
+    idx = keyed_random.randint(generator, n, (b, m, SAMPLE_SIZE), device)
     while True:
         s = idx.sort(-1).values
         dup = (s[..., 1:] == s[..., :-1]).any(-1)
         k = int(dup.sum())
         if k == 0:
-            return idx.to(device)
-        idx[dup] = torch.randint(n, (k, SAMPLE_SIZE), generator=generator, device=gdev)
+            return idx
+        idx[dup] = keyed_random.randint(generator, n, (k, SAMPLE_SIZE), device)
 
 
 class _Scorer:
@@ -140,7 +157,7 @@ def _weighted_fit(A: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 
 def _polish(
-    scorer: _Scorer, A64: torch.Tensor, F: torch.Tensor, iterations: int, weighted: bool
+    scorer: _Scorer, A64: torch.Tensor, F: torch.Tensor, iterations: int, weighted: bool, early_stop: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Refit ``F`` ``(B, 3, 3)`` on its own inliers, again and again (batched; float64).
 
@@ -148,12 +165,13 @@ def _polish(
     them: unweighted, or with ``weighted`` each correspondence weighted by ``1 / den`` of the
     current model, so that the sum of squared Sampson distances ``sum r^2 / den`` is what is
     minimised. A refit is kept only where it lowers the MSAC cost; an element stops when it
-    does not, or after ``iterations`` rounds. Returns the model, its cost ``(B,)`` and its
-    inliers ``(B, N)``."""
+    does not, or after ``iterations`` rounds (without ``early_stop`` all rounds run, the
+    stopped elements unchanged: no value read on the host). Returns the model, its cost
+    ``(B,)`` and its inliers ``(B, N)``."""
     cost, inl = (x[:, 0] for x in scorer.score(F[:, None]))
     live = inl.sum(-1) >= SAMPLE_SIZE
     for _ in range(iterations):
-        if not bool(live.any()):
+        if early_stop and not bool(live.any()):
             break
         w = inl.to(F64)
         if weighted:
@@ -200,7 +218,7 @@ def homography_share(
         torch.stack([z, z, z, -u1, -v1, -o, v2 * u1, v2 * v1, v2], -1),
     ], dim=1) * m.repeat(1, 2)[..., None].to(F64)
     h, _ = null_vectors(rows)
-    H = torch.linalg.solve(T2, h.reshape(b, 3, 3) @ T1)
+    H = torch.linalg.solve_ex(T2, h.reshape(b, 3, 3) @ T1)[0]  # T2 is invertible (a scale > 0)
     q = homogeneous(P1.to(F64)) @ H.mT
     w = q[..., 2:]
     q = q[..., :2] / torch.where(w.abs() < 1e-300, torch.full_like(w, 1e-300), w)
@@ -218,8 +236,9 @@ def ransac_fundamental(
     threshold: float = 1.0,
     confidence: float = 0.99,
     max_iters: int = 4096,
-    generator: torch.Generator | None = None,
+    generator: RandomSource = None,
     *,
+    iterations: int | None = None,
     batch_size: int = 256,
     min_iters: int = 1024,
     subset: int = 256,
@@ -236,8 +255,9 @@ def ransac_fundamental(
        system at once, and counts each model's inliers (Sampson distance ``<= threshold``) on a
        fixed random ``subset`` of the correspondences, all models at once (no Python loop per
        hypothesis). The ``candidates`` models with the most inliers so far are kept.
-    2. **Stop adaptively.** After each round the number of samples needed is updated from the
-       best candidate's inlier share ``w`` with :func:`ransac_iterations`,
+    2. **Stop adaptively** (unless ``iterations`` fixes the count). After each round the
+       number of samples needed is updated from the best candidate's inlier share ``w`` with
+       :func:`ransac_iterations`,
        ``log(1 - confidence) / log(1 - w^8)``, but at least ``min_iters`` and at most
        ``max_iters``. The floor is there because the formula counts all-inlier samples, and
        with noise most all-inlier 8-point samples give a model from which no refit finds the
@@ -258,9 +278,13 @@ def ransac_fundamental(
             flow correspondences; 1.0 suits matches with about half a pixel of noise).
         confidence: probability of having drawn at least one all-inlier sample, in ``(0, 1)``.
         max_iters: at most this many samples per element.
-        generator: the random source of the samples and of the subset (``None``: PyTorch's
-            global generator). The same generator state gives the same result on the same
-            machine.
+        generator: the random source of the samples and of the subset: a ``torch.Generator``
+            (``None``: PyTorch's global one) or a :class:`lesson_lib.keyed_random.KeyedRandom`.
+            The same generator state gives the same result on the same machine.
+        iterations: draw exactly this many samples (in rounds of ``batch_size``) instead of
+            stopping adaptively, and run every refit round: no value is read on the host, so
+            the estimate can be compiled or captured as a CUDA graph (with a ``KeyedRandom``
+            for a compiled step). ``None``: adaptive, between ``min_iters`` and ``max_iters``.
         batch_size: samples drawn and scored together per round.
         min_iters: at least this many samples per element (0: the formula alone).
         subset: how many correspondences score the samples (all of them when ``N`` is smaller).
@@ -284,6 +308,8 @@ def ransac_fundamental(
         raise ValueError(f"threshold must be a finite number > 0 (pixels), got {threshold}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    if iterations is not None and (isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1):
+        raise ValueError(f"iterations must be None (adaptive) or an integer >= 1, got {iterations!r}")
     for name, v, low in (("max_iters", max_iters, 1), ("batch_size", batch_size, 1), ("min_iters", min_iters, 0),
                          ("subset", subset, SAMPLE_SIZE), ("candidates", candidates, 1), ("lo_iters", lo_iters, 0),
                          ("refit_iters", refit_iters, 0)):
@@ -299,43 +325,62 @@ def ransac_fundamental(
     scorer_x1, scorer_x2, s1, s2 = x1.to(work), x2.to(work), T1[:, 0, 0].to(work), T2[:, 0, 0].to(work)
     scorer = _Scorer(scorer_x1, scorer_x2, s1, s2, threshold)
 
-    gdev = generator.device if generator is not None else dev
     k_sub, k_lo = min(n, subset), min(n, LO_POINTS)
-    perm = torch.randperm(n, generator=generator, device=gdev).to(dev)
+    perm = keyed_random.randperm(generator, n, dev)
     S, S_lo = perm[:k_sub], perm[:k_lo]
     sub = _Scorer(scorer_x1[:, S], scorer_x2[:, S], s1, s2, threshold)
     pool_F = torch.zeros(b, 0, 3, 3, dtype=F64, device=dev)
     pool_c = torch.zeros(b, 0, dtype=torch.long, device=dev)
-    drawn = torch.zeros(b, dtype=torch.long, device=dev)
-    required = torch.full((b,), float(max_iters), dtype=F64, device=dev)
-    formula = required.clone()
-    active = torch.ones(b, dtype=torch.bool, device=dev)
     batch_idx = torch.arange(b, device=dev)
-    while bool(active.any()):
-        m = min(batch_size, max_iters - int(drawn[active].max()))
-        idx = _sample(b, m, n, generator, dev)  # (B, m, 8)
+    fixed = iterations is not None
+
+    def draw_round(m: int, active: torch.Tensor | None) -> None:
+        """Draw ``m`` samples per element, score them, keep the best ``candidates`` in the pool
+        (elements where ``active`` is False take none)."""
+        nonlocal pool_F, pool_c
+        idx = _sample(b, m, n, generator, dev, sync_free=fixed)  # (B, m, 8)
         As = A64[batch_idx[:, None, None], idx]  # (B, m, 8, 9)
         F_h = torch.linalg.qr(As.mT, mode="complete")[0][..., :, -1].reshape(b, m, 3, 3)  # null vectors
         c = sub.inliers(F_h).sum(-1)  # (B, m): inliers among the subset
-        c = torch.where(active[:, None], c, torch.full_like(c, -1))  # finished elements take no more
+        if active is not None:
+            c = torch.where(active[:, None], c, torch.full_like(c, -1))  # finished elements take no more
         all_F, all_c = torch.cat([pool_F, F_h], 1), torch.cat([pool_c, c], 1)
         order = torch.sort(all_c, dim=1, descending=True, stable=True).indices[:, :candidates]
         pool_F, pool_c = all_F[batch_idx[:, None], order], all_c.gather(1, order)
-        drawn = drawn + active.long() * m
-        raw = ransac_iterations(pool_c[:, 0].clamp_min(0).to(F64) / k_sub, confidence).to(dev)
-        formula = torch.where(active, raw, formula)
-        required = torch.where(active, raw.clamp(min=float(min_iters), max=float(max_iters)), required)
-        active = active & (drawn.to(F64) < required)
+
+    def textbook() -> torch.Tensor:
+        return ransac_iterations(pool_c[:, 0].clamp_min(0).to(F64) / k_sub, confidence).to(dev)
+
+    if fixed:
+        for start in range(0, iterations, batch_size):
+            draw_round(min(batch_size, iterations - start), None)
+        drawn = torch.full((b,), iterations, dtype=torch.long, device=dev)
+        formula = textbook()
+        required = torch.full((b,), float(iterations), dtype=F64, device=dev)
+    else:
+        drawn = torch.zeros(b, dtype=torch.long, device=dev)
+        required = torch.full((b,), float(max_iters), dtype=F64, device=dev)
+        formula = required.clone()
+        active = torch.ones(b, dtype=torch.bool, device=dev)
+        while bool(active.any()):
+            m = min(batch_size, max_iters - int(drawn[active].max()))
+            draw_round(m, active)
+            drawn = drawn + active.long() * m
+            raw = textbook()
+            formula = torch.where(active, raw, formula)
+            required = torch.where(active, raw.clamp(min=float(min_iters), max=float(max_iters)), required)
+            active = active & (drawn.to(F64) < required)
 
     # the candidates, refitted together on their inliers; the best by MSAC cost, refitted by
     # Sampson-weighted least squares
     p = pool_F.shape[1]
     rep = lambda x: x.repeat_interleave(p, dim=0)  # noqa: E731
     pool_scorer = _Scorer(rep(scorer_x1[:, S_lo]), rep(scorer_x2[:, S_lo]), rep(s1), rep(s2), threshold)
-    F_lo, cost, _ = _polish(pool_scorer, rep(A64[:, S_lo]), rank2(pool_F.reshape(b * p, 9)), lo_iters, weighted=False)
+    F_lo, cost, _ = _polish(pool_scorer, rep(A64[:, S_lo]), rank2(pool_F.reshape(b * p, 9)), lo_iters, weighted=False,
+                            early_stop=not fixed)
     best = cost.reshape(b, p).argmin(-1)
     best_F = F_lo.reshape(b, p, 3, 3)[batch_idx, best]
-    best_F, _, best_inl = _polish(scorer, A64, best_F, refit_iters, weighted=True)
+    best_F, _, best_inl = _polish(scorer, A64, best_F, refit_iters, weighted=True, early_stop=not fixed)
     F = unit_norm_sign(T2.mT @ best_F @ T1).to(out)
     inliers = best_inl
     if unbatched:
