@@ -32,6 +32,8 @@ What grows by paper or network
   host-sync counter: tensor calls that would make a GPU wait, and the lines that make them),
   ``opcount`` (the operations a training step dispatches, counted per phase)
 - :mod:`lesson_lib.weights`    -- the trained models shipped with the package
+- :mod:`lesson_lib.keyed_random` -- random numbers computed from a key tensor (what a compiled or
+  CUDA-graph-captured training step can draw); every sampler also takes a ``torch.Generator``
 - :mod:`lesson_lib.data`       -- the data: the Middlebury pair, the synthetic world (appendix A1),
   KITTI raw and folders of your own frames
 
