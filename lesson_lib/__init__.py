@@ -42,7 +42,8 @@ The course's tooling (:mod:`lesson_lib.course`)
   ``env`` (set-up and environment check), ``student`` (student versions), ``start`` (the
   learner's own copy of the course, opened in JupyterLab), ``notebooks``
   (the notebook runner), ``outputs`` (stored and fresh notebook outputs compared, printed
-  numbers within a tolerance: nbval's comparison), ``cli`` (``python -m lesson_lib ...``)
+  numbers within a tolerance: nbval's comparison), ``book`` (the course as a website),
+  ``cli`` (``python -m lesson_lib ...``)
 
 Imports only go downwards in this list's layers: the maths use nothing above them; ``data`` and
 ``models`` use the maths; ``training`` is generic; ``evaluation`` and ``methods`` build on all of

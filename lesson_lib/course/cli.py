@@ -9,6 +9,8 @@ Commands:
   export-weights CKPT OUT     a small weights file from a training checkpoint
   student SRC [--out DIR]     write student versions of notebooks (solutions removed)
   run-notebooks NOTEBOOK...   execute notebooks top to bottom in place, storing outputs
+  book [--out DIR]            build the course as a website (every chapter with its stored outputs;
+                              needs pip install -r requirements-book.txt)
 
 ``--help`` after any command lists its options. ``train``, ``evaluate`` and ``predict`` work for
 every method of the registry (:mod:`lesson_lib.methods`): a checkpoint or weights file names its
@@ -397,6 +399,10 @@ def main(argv: list[str] | None = None) -> int:
         from .notebooks import main as run_main
 
         return run_main(rest)
+    if command == "book":
+        from .book import main as book_main
+
+        return book_main(rest)
     commands = {"train": main_train, "evaluate": main_evaluate, "predict": main_predict, "export-weights": main_export}
     if command in commands:
         return commands[command](rest)
