@@ -122,6 +122,15 @@ def test_the_table_of_contents_lists_every_chapter_in_order():
     assert [c["file"] for c in toc["chapters"]] == [f"notebooks/{p.stem}" for p in CHAPTERS]
 
 
+def test_without_jupyter_book_the_command_says_what_to_install(monkeypatch, capsys):
+    from lesson_lib.course import book
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "jupyter_book" else real(name, *a))
+    assert book.main(["--out", "unused"]) == 2
+    assert "pip install -r requirements-book.txt" in capsys.readouterr().err
+
+
 def _search_term() -> str:
     """A word of chapter 08's prose no other chapter has a word like (none shares its first five
     letters: the search matches stems), the most frequent such word."""
@@ -223,28 +232,40 @@ PAGE_STATE_JS = r"""() => {
     };
 }"""
 
-# Resolves once MathJax (on pages with math) has typeset the page and every image has loaded or failed.
-SETTLED_JS = r"""async () => {
-    if (document.querySelector('script[src*="mathjax"]')) {
-        while (!(window.MathJax && MathJax.startup && MathJax.startup.promise)) {
-            await new Promise(r => setTimeout(r, 50));
+# Sets window.__settled once MathJax (on pages with math) has typeset the page and every image
+# has loaded or failed; waited for with a timeout (a page whose MathJax never comes fails).
+SETTLE_JS = r"""() => {
+    window.__settled = false;
+    (async () => {
+        if (document.querySelector('script[src*="mathjax"]')) {
+            while (!(window.MathJax && MathJax.startup && MathJax.startup.promise)) {
+                await new Promise(r => setTimeout(r, 50));
+            }
+            await MathJax.startup.promise;
         }
-        await MathJax.startup.promise;
-    }
-    await Promise.all(Array.from(document.images).map(i => i.complete ? null :
-        new Promise(r => { i.addEventListener('load', r); i.addEventListener('error', r); })));
-    return true;
+        await Promise.all(Array.from(document.images).map(i => i.complete ? null :
+            new Promise(r => { i.addEventListener('load', r); i.addEventListener('error', r); })));
+        window.__settled = true;
+    })();
 }"""
 
 
 class Visit(NamedTuple):
     url: str
-    requests: list[str]
+    requests: list[str]  # every request the page made, answered or not
     failures: list[str]  # requests without an answer, HTTP errors, script errors
     state: dict
 
 
-def _visit(browser, url: str, *, widgets: int = 0) -> Visit:
+def _local(url: str, origin: str) -> bool:
+    return url.startswith(origin) or url.startswith(("data:", "blob:"))
+
+
+def _visit(browser, url: str, origin: str, *, widgets: int = 0) -> Visit:
+    """Open ``url`` and wait until it is read: equations typeset, images and widgets drawn.
+
+    A request to anywhere but ``origin`` is recorded and refused at once (nothing leaves this
+    machine, and a page that wants a CDN fails here instead of waiting for it)."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(PAGE_TIMEOUT_S * 1000)
     requests: list[str] = []
@@ -253,26 +274,34 @@ def _visit(browser, url: str, *, widgets: int = 0) -> Visit:
     page.on("requestfailed", lambda r: failures.append(f"request failed: {r.url} ({r.failure})"))
     page.on("response", lambda r: r.status >= 400 and failures.append(f"HTTP {r.status}: {r.url}"))
     page.on("pageerror", lambda e: failures.append(f"script error: {e}"))
+    page.route("**/*", lambda route: route.continue_() if _local(route.request.url, origin) else route.abort())
     try:
         page.goto(url, wait_until="load")
+        if any(not _local(u, origin) for u in requests):  # fails at once (_assert_served_by_itself)
+            return Visit(url, requests, failures, {})
         if widgets:  # the widgets' manager draws each saved view into the page
             page.wait_for_function(f"() => document.querySelectorAll('.cell_output .widget-subarea').length >= {widgets}")
-        page.evaluate(SETTLED_JS)
-        # late requests (fonts, widget assets); from the file system there is no network to idle
-        if url.startswith("file:"):
-            page.wait_for_timeout(2000)
-        else:
-            page.wait_for_load_state("networkidle")
-        page.evaluate(SETTLED_JS)
+        for _ in range(2):  # again after the late requests (fonts, widget assets)
+            page.evaluate(SETTLE_JS)
+            page.wait_for_function("() => window.__settled === true")
+            # from the file system there is no network to idle
+            if url.startswith("file:"):
+                page.wait_for_timeout(2000)
+            else:
+                page.wait_for_load_state("networkidle")
         return Visit(url, requests, failures, page.evaluate(PAGE_STATE_JS))
+    except Exception as error:
+        elsewhere = [u for u in requests if not _local(u, origin)]
+        raise AssertionError(f"{url}: not read ({error}); requests to other hosts: {elsewhere}; "
+                             f"failures: {failures}") from error
     finally:
         page.close()
 
 
 def _assert_served_by_itself(visit: Visit, origin: str) -> None:
-    assert not visit.failures, f"{visit.url}: " + "; ".join(visit.failures)
-    elsewhere = [u for u in visit.requests if not (u.startswith(origin) or u.startswith(("data:", "blob:")))]
+    elsewhere = [u for u in visit.requests if not _local(u, origin)]
     assert not elsewhere, f"{visit.url}: requests that leave the site: {elsewhere}"
+    assert not visit.failures, f"{visit.url}: " + "; ".join(visit.failures)
 
 
 def _assert_chapter_reads(visit: Visit, chapter: Chapter) -> None:
@@ -303,7 +332,7 @@ def test_the_landing_page_is_the_readme(browser, server):
             re.search(r"^# (.+)$", (REPO_ROOT / "README.md").read_text(encoding="utf-8"), re.M).group(1))
     finally:
         page.close()
-    visit = _visit(browser, f"{server}/README.html")
+    visit = _visit(browser, f"{server}/README.html", server)
     _assert_served_by_itself(visit, server)
     assert not visit.state["broken"]
 
@@ -311,7 +340,7 @@ def test_the_landing_page_is_the_readme(browser, server):
 @pytest.mark.parametrize("name", [p.stem for p in CHAPTERS])
 def test_every_chapter_reads_with_nothing_from_elsewhere(browser, server, name):
     chapter = chapters()[name]
-    visit = _visit(browser, f"{server}/notebooks/{name}.html", widgets=chapter.widgets)
+    visit = _visit(browser, f"{server}/notebooks/{name}.html", server, widgets=chapter.widgets)
     _assert_served_by_itself(visit, server)
     _assert_chapter_reads(visit, chapter)
     print(f"[book] {name}: {visit.state['typeset']} equations, {visit.state['figures']} figures, "
@@ -370,6 +399,6 @@ def test_search_finds_chapter_08(browser, server):
 def test_a_chapter_reads_from_the_file_system(browser, site, name):
     chapter = chapters()[name]
     url = (site / "notebooks" / f"{name}.html").as_uri()
-    visit = _visit(browser, url, widgets=chapter.widgets)
+    visit = _visit(browser, url, "file://", widgets=chapter.widgets)
     _assert_served_by_itself(visit, "file://")
     _assert_chapter_reads(visit, chapter)
