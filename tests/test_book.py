@@ -281,14 +281,15 @@ def _visit(browser, url: str, origin: str, *, widgets: int = 0) -> Visit:
             return Visit(url, requests, failures, {})
         if widgets:  # the widgets' manager draws each saved view into the page
             page.wait_for_function(f"() => document.querySelectorAll('.cell_output .widget-subarea').length >= {widgets}")
-        for _ in range(2):  # again after the late requests (fonts, widget assets)
-            page.evaluate(SETTLE_JS)
-            page.wait_for_function("() => window.__settled === true")
-            # from the file system there is no network to idle
-            if url.startswith("file:"):
-                page.wait_for_timeout(2000)
-            else:
-                page.wait_for_load_state("networkidle")
+        page.evaluate(SETTLE_JS)
+        page.wait_for_function("() => window.__settled === true")
+        # the late requests (fonts, widget assets); from the file system there is no network to idle
+        if url.startswith("file:"):
+            page.wait_for_timeout(1000)
+        else:
+            page.wait_for_load_state("networkidle")
+        page.evaluate(SETTLE_JS)  # and what they brought
+        page.wait_for_function("() => window.__settled === true")
         return Visit(url, requests, failures, page.evaluate(PAGE_STATE_JS))
     except Exception as error:
         elsewhere = [u for u in requests if not _local(u, origin)]
@@ -355,6 +356,8 @@ def test_every_chapter_reads_with_nothing_from_elsewhere(browser, server, name):
 def test_next_walks_through_every_chapter_in_order(browser, server):
     page = browser.new_page()
     page.set_default_timeout(PAGE_TIMEOUT_S * 1000)
+    # the links are in the pages' HTML: the HTML alone is fetched (the other tests read the rest)
+    page.route("**/*", lambda route: route.continue_() if route.request.resource_type == "document" else route.abort())
     try:
         page.goto(f"{server}/index.html", wait_until="load")
         page.wait_for_url(f"{server}/README.html")  # index.html forwards to the landing page
