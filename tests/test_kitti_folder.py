@@ -620,6 +620,11 @@ def test_image_folder_natural_order_and_given_K(tmp_path):
     K = np.array([[50.0, 0, 39.5], [0, 60.0, 19.5], [0, 0, 1]])
     ds = ImageFolder(tmp_path / "f", K=K, height=20, width=30)
     assert len(ds) == 3
+    # the attribute is the original K as NumPy (as every K attribute); items carry tensors
+    assert isinstance(ds.K, np.ndarray) and ds.K.dtype == np.float64
+    np.testing.assert_array_equal(ds.K, K)
+    assert isinstance(ImageFolder(tmp_path / "f", K=torch.from_numpy(K)).K, np.ndarray)
+    assert ImageFolder(tmp_path / "f").K is None
     assert [Path(ds[i]["path"]).name for i in range(3)] == ["frame_1.png", "frame_2.PNG", "frame_10.png"]
     it = ds[1]
     assert it["image"].shape == (3, 20, 30) and it["image"].dtype == torch.float32

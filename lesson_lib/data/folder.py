@@ -187,7 +187,9 @@ class ImageFolder(Dataset):
         hfov_degrees: assumed horizontal field of view when ``K`` is None.
 
     Items ``dataset[i]``: ``{"image": (3, H, W) float32 in [0, 1], "K": (3, 3) float32,
-    "path": str}``.
+    "path": str}`` (tensors, ready to batch). The attribute ``dataset.K`` is the given ``K`` of
+    the original images as a ``(3, 3)`` float64 NumPy array, like every ``K`` attribute in the
+    course (``None`` when it is guessed per image).
 
     Raises:
         FileNotFoundError: the folder does not exist, or holds no file with one of
@@ -226,7 +228,7 @@ class ImageFolder(Dataset):
                 f"no images in folder {self.folder}: expected files ending in "
                 f"{', '.join(self.extensions)}"
             )
-        self.K = None if K is None else as_intrinsics(K)
+        self.K = None if K is None else as_intrinsics(K).numpy()
         self.size = _check_size(height, width)
         if not (0.0 < float(hfov_degrees) < 180.0):
             raise ValueError(f"hfov_degrees must be in (0, 180), got {hfov_degrees}")
@@ -247,7 +249,7 @@ class ImageFolder(Dataset):
         img = read_image(path, what=f"frame {i} of the image folder")
         h0, w0 = img.shape[:2]
         K0 = (
-            self.K
+            torch.from_numpy(self.K)
             if self.K is not None
             else guess_intrinsics(h0, w0, self.hfov_degrees).to(torch.float64)
         )
