@@ -1,5 +1,6 @@
 """Sphinx extension of the course's website (book/_config.yml): a note at the top of every
-chapter page, and what the widgets' manager needs on the pages with widgets.
+chapter page, the output test's ``# NBVAL_...`` lines left out of the code shown, and what the
+widgets' manager needs on the pages with widgets.
 
 A page shows a chapter with the outputs stored in its notebook; nothing runs. The note says so,
 says how to open the chapter in JupyterLab to run it (sliders, training), and links the
@@ -17,6 +18,7 @@ from docutils import nodes
 from sphinx.application import Sphinx
 
 CHAPTERS = "notebooks/"
+MARKER = "# NBVAL_"  # the output test's markers in code cells (_hide_test_markers)
 
 # Before require.js, on pages with widgets:
 # 1. where the widgets' manager (book/vendor/widgets/) lies: each module of its bundle finds the
@@ -96,6 +98,23 @@ def _add_note(app: Sphinx, doctree: nodes.document) -> None:
     section.insert(title + 1, _note(docname, Path(app.env.doc2path(docname))))
 
 
+def _hide_test_markers(app: Sphinx, doctree: nodes.document) -> None:
+    """Drop the lines ``# NBVAL_...`` from the chapters' code as shown: they tell the notebooks'
+    output test (nbval) which outputs it may not compare, and say nothing to a reader. The
+    notebooks, and the copies the pages link for download, keep them."""
+    if not app.env.docname.startswith(CHAPTERS):
+        return
+    for block in list(doctree.findall(nodes.literal_block)):
+        text = block.astext()
+        kept = [line for line in text.split("\n") if not line.lstrip().startswith(MARKER)]
+        if len(kept) == len(text.split("\n")):
+            continue
+        shown = "\n".join(kept).strip("\n")
+        block.clear()
+        block += nodes.Text(shown)
+        block.rawsource = shown
+
+
 def _widgets_path(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
     if pagename.startswith(CHAPTERS) and _has_widgets(Path(app.env.doc2path(pagename))):
         app.add_js_file(None, body=WIDGETS_JS, priority=400)  # myst-nb's widget scripts: 500
@@ -103,5 +122,6 @@ def _widgets_path(app: Sphinx, pagename: str, templatename: str, context: dict, 
 
 def setup(app: Sphinx) -> dict:
     app.connect("doctree-read", _add_note)
+    app.connect("doctree-read", _hide_test_markers)
     app.connect("html-page-context", _widgets_path)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -323,6 +323,19 @@ def _assert_chapter_reads(visit: Visit, chapter: Chapter) -> None:
 # --------------------------------------------------------------------------- the tests
 
 
+def test_the_pages_show_no_output_test_markers_and_the_downloads_keep_them(site):
+    """``# NBVAL_...`` lines (nbval's markers) are left out of the code the pages show; the
+    notebooks offered for download are the notebooks, markers included."""
+    marked = [p for p in CHAPTERS if "# NBVAL_" in p.read_text(encoding="utf-8")]
+    assert marked, "no chapter has an nbval marker: this test checks nothing"
+    for path in marked:
+        page = (site / "notebooks" / f"{path.stem}.html").read_text(encoding="utf-8")
+        assert "NBVAL_" not in page, f"{path.name}: the page shows an nbval marker"
+        assert (site / "_sources" / "notebooks" / path.name).read_bytes() == path.read_bytes()
+    # the code around a marker is still shown: chapter 01's explorer cell
+    assert "stereo_explorer" in (site / "notebooks" / "01_stereo_disparity_to_depth.html").read_text(encoding="utf-8")
+
+
 def test_the_landing_page_is_the_readme(browser, server):
     page = browser.new_page()
     page.set_default_timeout(PAGE_TIMEOUT_S * 1000)
