@@ -105,9 +105,9 @@ def _hide_test_markers(app: Sphinx, doctree: nodes.document) -> None:
     if not app.env.docname.startswith(CHAPTERS):
         return
     for block in list(doctree.findall(nodes.literal_block)):
-        text = block.astext()
-        kept = [line for line in text.split("\n") if not line.lstrip().startswith(MARKER)]
-        if len(kept) == len(text.split("\n")):
+        lines = block.astext().split("\n")
+        kept = [line for line in lines if not line.lstrip().startswith(MARKER)]
+        if len(kept) == len(lines):
             continue
         shown = "\n".join(kept).strip("\n")
         block.clear()

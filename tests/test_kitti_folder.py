@@ -623,7 +623,10 @@ def test_image_folder_natural_order_and_given_K(tmp_path):
     # the attribute is the original K as NumPy (as every K attribute); items carry tensors
     assert isinstance(ds.K, np.ndarray) and ds.K.dtype == np.float64
     np.testing.assert_array_equal(ds.K, K)
-    assert isinstance(ImageFolder(tmp_path / "f", K=torch.from_numpy(K)).K, np.ndarray)
+    given = torch.from_numpy(K.copy())
+    held = ImageFolder(tmp_path / "f", K=given).K
+    given[0, 0] = 1.0  # the caller's tensor changes later: the folder's K does not
+    assert isinstance(held, np.ndarray) and held[0, 0] == 50.0
     assert ImageFolder(tmp_path / "f").K is None
     assert [Path(ds[i]["path"]).name for i in range(3)] == ["frame_1.png", "frame_2.PNG", "frame_10.png"]
     it = ds[1]

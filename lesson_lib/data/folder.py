@@ -228,7 +228,8 @@ class ImageFolder(Dataset):
                 f"no images in folder {self.folder}: expected files ending in "
                 f"{', '.join(self.extensions)}"
             )
-        self.K = None if K is None else as_intrinsics(K).numpy()
+        # a copy: a float64 tensor passed in is not converted, and must not be shared
+        self.K = None if K is None else as_intrinsics(K).numpy().copy()
         self.size = _check_size(height, width)
         if not (0.0 < float(hfov_degrees) < 180.0):
             raise ValueError(f"hfov_degrees must be in (0, 180), got {hfov_degrees}")
